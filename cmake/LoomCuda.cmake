@@ -1,0 +1,26 @@
+# LOOM_CUDA=AUTO turns the CUDA path on when nvcc is found (CUDA's standard install location
+# included, since it is often not on PATH).
+set(LOOM_HAVE_CUDA OFF)
+if(NOT LOOM_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER)
+    find_program(LOOM_NVCC nvcc PATHS /usr/local/cuda/bin)
+    if(LOOM_NVCC)
+      set(CMAKE_CUDA_COMPILER ${LOOM_NVCC})
+    endif()
+  endif()
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      # Hopper (H100/H200) and Ampere; override with -DCMAKE_CUDA_ARCHITECTURES=...
+      set(CMAKE_CUDA_ARCHITECTURES 80 90)
+    endif()
+    # CMake 3.25 knows no C++20 dialect flag for nvcc; device code is C++17.
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(LOOM_HAVE_CUDA ON)
+  elseif(LOOM_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "LOOM_CUDA=ON but nvcc was not found")
+  endif()
+endif()
+message(STATUS "loom: CUDA path ${LOOM_HAVE_CUDA}")
