@@ -1,0 +1,80 @@
+// An experiment, as a YAML file describes it. This is the only place that knows the file's
+// layout: everything below launch/ takes the plain structs in here.
+#ifndef LOOM_LAUNCH_EXPERIMENT_CONFIG_H_
+#define LOOM_LAUNCH_EXPERIMENT_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "src/adamw.h"
+#include "src/lr_schedule.h"
+#include "src/model_config.h"
+
+namespace loom {
+
+struct DataConfig {
+  std::string train;            // a shard file or a folder of *.bin shards (required)
+  std::string val;              // the same, for validation ("" = none)
+  int32_t eot_token = 256;      // document separator
+  int64_t tokens_per_step = 8192;  // global batch token budget
+  int64_t max_doc_tokens = 4096;   // longer documents are split or rejected...
+  std::string long_docs = "split";  // ... "split" or "reject"
+  uint64_t seed = 1;            // shuffling
+};
+
+struct OptimizerConfig {
+  AdamWConfig adamw;
+  double grad_clip = 1.0;  // global norm; <= 0 disables
+};
+
+struct ParallelConfig {
+  int world_size = 1;  // ranks the run is spread over
+};
+
+struct RuntimeConfig {
+  int threads = 0;  // CPU threads for kernels; 0 = all cores
+  uint64_t seed = 1234;  // weight initialisation
+};
+
+struct LoggingConfig {
+  std::string run_dir = "runs/default";
+  int64_t log_every = 1;     // steps between progress lines
+  int64_t val_every = 50;    // steps between validation losses (0 = never)
+  int64_t val_tokens = 16384;  // tokens of validation data per evaluation
+};
+
+struct CheckpointConfig {
+  int64_t every = 100;  // steps between checkpoints (0 = only at the end)
+  int keep_last = 3;    // older checkpoints are deleted
+};
+
+struct ExperimentConfig {
+  ModelConfig model;
+  DataConfig data;
+  OptimizerConfig optimizer;
+  LrSchedule schedule;  // total_steps is the length of the run
+  ParallelConfig parallel;
+  RuntimeConfig runtime;
+  LoggingConfig logging;
+  CheckpointConfig checkpoint;
+};
+
+// Parses YAML text strictly: an unknown key, a value of the wrong type, a missing required field
+// (data.train) or a value out of range is an error naming `source:line` and the key path
+// (e.g. "exp.yaml:7: model.n_heads: expected an integer, got 'eight'"). `overrides` are
+// "key.path=value" strings applied on top, each checked the same way (named by their text in
+// errors: "override 'model.n_heads=x': ..."). Fields not given keep the defaults above.
+absl::StatusOr<ExperimentConfig> ParseExperimentConfig(const std::string& yaml_text,
+                                                       const std::string& source,
+                                                       const std::vector<std::string>& overrides);
+// Reads `path` and parses it as above.
+absl::StatusOr<ExperimentConfig> LoadExperimentConfig(const std::string& path,
+                                                      const std::vector<std::string>& overrides);
+// The resolved config as YAML (every field, defaults included); parsing it gives the same config.
+std::string ExperimentConfigToYaml(const ExperimentConfig& config);
+
+}  // namespace loom
+
+#endif  // LOOM_LAUNCH_EXPERIMENT_CONFIG_H_
