@@ -1,0 +1,69 @@
+// loom train: a new run from a config (with overrides), or --resume of an earlier one.
+#include <csignal>
+#include <cstdio>
+
+#include "launch/command_line.h"
+#include "launch/commands.h"
+#include "launch/trainer.h"
+
+namespace loom {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+// SIGINT / SIGTERM ask the loop to stop after the step in flight and write a checkpoint; a second
+// signal falls back to the default action, so a stuck run can still be killed.
+void OnSignal(int sig) {
+  g_stop.store(true);
+  std::signal(sig, SIG_DFL);
+}
+
+}  // namespace
+
+int TrainCommand(const std::vector<std::string>& args) {
+  absl::StatusOr<CommandLine> cl = CommandLine::Parse("train", args, {"config", "resume"}, {"help"});
+  if (!cl.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(cl.status().message()).c_str());
+    return 2;
+  }
+  if (cl->Has("help")) {
+    std::puts("loom train --config FILE [key.path=value ...]   start a run\n"
+              "loom train --resume RUN_DIR                      continue it from its newest checkpoint");
+    return 0;
+  }
+  absl::StatusOr<std::unique_ptr<Trainer>> trainer;
+  if (cl->Has("resume")) {
+    if (cl->Has("config") || !cl->positional().empty()) {
+      std::fprintf(stderr, "loom train: --resume continues with the run's saved config; it takes "
+                           "no --config or overrides\n");
+      return 2;
+    }
+    trainer = Trainer::Resume(*cl->Get("resume"));
+  } else {
+    absl::StatusOr<std::string> path = cl->Required("config");
+    if (!path.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(path.status().message()).c_str());
+      return 2;
+    }
+    absl::StatusOr<ExperimentConfig> config = LoadExperimentConfig(*path, cl->positional());
+    if (!config.ok()) {
+      std::fprintf(stderr, "loom train: %s\n", std::string(config.status().message()).c_str());
+      return 2;
+    }
+    trainer = Trainer::Create(*config);
+  }
+  if (!trainer.ok()) {
+    std::fprintf(stderr, "loom train: %s\n", std::string(trainer.status().message()).c_str());
+    return 1;
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  const absl::Status s = (*trainer)->Run(&g_stop);
+  if (!s.ok()) {
+    std::fprintf(stderr, "loom train: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return g_stop.load() ? 130 : 0;
+}
+
+}  // namespace loom

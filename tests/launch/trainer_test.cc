@@ -1,0 +1,181 @@
+// The training loop end to end on a small corpus: the loss falls, checkpoints are complete and
+// loadable, a resumed run repeats the losses of an uninterrupted one bit for bit, and a stop
+// request leaves a checkpoint behind.
+#include "launch/trainer.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_format.h"
+#include "data/prep.h"
+#include "launch/evaluate.h"
+#include "nlohmann/json.hpp"
+
+namespace loom {
+namespace {
+namespace fs = std::filesystem;
+
+class TrainerTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = (fs::temp_directory_path() / "loom_trainer_XXXXXX").string();
+    ASSERT_NE(mkdtemp(templ.data()), nullptr);
+    root_ = templ;
+    fs::create_directories(root_ / "corpus");
+    // Repetitive English-like text with documents of varied length: learnable in a few steps.
+    const char* words[] = {"the", "loom", "weaves", "long", "threads", "into", "cloth", "and",
+                           "short", "ones", "too"};
+    for (int d = 0; d < 40; ++d) {
+      std::ofstream f(root_ / "corpus" / absl::StrFormat("doc%02d.txt", d));
+      for (int w = 0; w < 20 + 17 * d; ++w) f << words[(w * 7 + d) % 11] << (w % 9 ? " " : ".\n");
+    }
+    PrepOptions prep;
+    prep.input = (root_ / "corpus").string();
+    prep.output_dir = (root_ / "data").string();
+    prep.val_fraction = 0.1;
+    ASSERT_TRUE(PrepareShards(prep).ok());
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  ExperimentConfig Config(const std::string& run) {
+    ExperimentConfig c;
+    c.model.vocab_size = 257;
+    c.model.d_model = 32;
+    c.model.n_layers = 2;
+    c.model.n_heads = 4;
+    c.model.n_kv_heads = 2;
+    c.model.ffn_dim = 64;
+    c.data.train = (root_ / "data" / "train").string();
+    c.data.val = (root_ / "data" / "val").string();
+    c.data.tokens_per_step = 1024;
+    c.data.max_doc_tokens = 256;
+    c.schedule.max_lr = 1e-2f;
+    c.schedule.min_lr = 1e-3f;
+    c.schedule.warmup_steps = 2;
+    c.schedule.total_steps = 8;
+    c.runtime.threads = 2;
+    c.logging.run_dir = (root_ / run).string();
+    c.logging.val_every = 4;
+    c.logging.val_tokens = 512;
+    c.checkpoint.every = 4;
+    c.checkpoint.keep_last = 5;
+    return c;
+  }
+
+  static std::vector<nlohmann::json> Metrics(const fs::path& run) {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(run / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+    return out;
+  }
+
+  fs::path root_;
+};
+
+TEST_F(TrainerTest, LossFallsAndEveryMetricIsRecorded) {
+  auto t = Trainer::Create(Config("run"));
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_TRUE((*t)->Run(nullptr).ok());
+  const auto m = Metrics(root_ / "run");
+  ASSERT_EQ(m.size(), 8u);
+  for (const char* key : {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s",
+                          "peak_mem_bytes"}) {
+    EXPECT_TRUE(m.back().contains(key)) << key;
+  }
+  EXPECT_TRUE(m[3].contains("val_loss"));
+  EXPECT_LT(m.back()["loss"].get<double>(), m.front()["loss"].get<double>() - 0.5)
+      << "8 steps on repetitive text should lower the loss clearly";
+  EXPECT_TRUE(fs::exists(root_ / "run" / "config.yaml"));
+  auto latest = LatestCheckpoint((root_ / "run").string());
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(fs::path(*latest).filename(), "step-00000008");
+  EXPECT_TRUE(fs::exists(fs::path(*latest) / "config.json"));
+}
+
+TEST_F(TrainerTest, ResumedRunRepeatsLossesBitForBit) {
+  auto full = Trainer::Create(Config("full"));
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_TRUE((*full)->Run(nullptr).ok());
+  const auto want = Metrics(root_ / "full");
+
+  // The same run, stopped after its step-4 checkpoint: drop the later checkpoint, then resume.
+  auto part = Trainer::Create(Config("part"));
+  ASSERT_TRUE(part.ok());
+  ASSERT_TRUE((*part)->Run(nullptr).ok());
+  fs::remove_all(root_ / "part" / "checkpoints" / "step-00000008");
+  auto resumed = Trainer::Resume((root_ / "part").string());
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ((*resumed)->step(), 4);
+  ASSERT_TRUE((*resumed)->Run(nullptr).ok());
+  const auto got = Metrics(root_ / "part");
+  ASSERT_EQ(got.size(), want.size()) << "metrics of recomputed steps must replace, not repeat";
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i]["step"], want[i]["step"]);
+    // Exact equality: the same bits, not merely close.
+    EXPECT_EQ(got[i]["loss"].get<double>(), want[i]["loss"].get<double>()) << "step " << i + 1;
+    EXPECT_EQ(got[i]["grad_norm"].get<double>(), want[i]["grad_norm"].get<double>());
+  }
+}
+
+TEST_F(TrainerTest, StopRequestWritesACheckpointAndResumeFinishes) {
+  ExperimentConfig c = Config("stopped");
+  c.checkpoint.every = 0;  // only the stop and the end write checkpoints
+  auto t = Trainer::Create(c);
+  ASSERT_TRUE(t.ok());
+  std::atomic<bool> stop{false};
+  std::thread watcher([&] {
+    // Ask to stop once two steps are logged, as SIGINT would.
+    for (int i = 0; i < 6000 && Metrics(root_ / "stopped").size() < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    stop = true;
+  });
+  ASSERT_TRUE((*t)->Run(&stop).ok());
+  watcher.join();
+  const int64_t stopped_at = (*t)->step();
+  EXPECT_GE(stopped_at, 2);
+  EXPECT_LT(stopped_at, 8);
+  auto latest = LatestCheckpoint((root_ / "stopped").string());
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(fs::path(*latest).filename(), absl::StrFormat("step-%08d", stopped_at));
+  auto resumed = Trainer::Resume((root_ / "stopped").string());
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_TRUE((*resumed)->Run(nullptr).ok());
+  EXPECT_EQ((*resumed)->step(), 8);
+  EXPECT_EQ(Metrics(root_ / "stopped").size(), 8u);
+}
+
+TEST_F(TrainerTest, RefusesToOverwriteARunAndNamesMissingData) {
+  auto t = Trainer::Create(Config("run"));
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE((*t)->Run(nullptr).ok());
+  auto again = Trainer::Create(Config("run"));
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("--resume"), std::string::npos) << again.status();
+
+  ExperimentConfig bad = Config("other");
+  bad.data.train = (root_ / "nowhere" / "train").string();
+  auto missing = Trainer::Create(bad);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("data.train"), std::string::npos) << missing.status();
+}
+
+TEST_F(TrainerTest, DamagedCheckpointIsSkippedForTheLastGoodOne) {
+  auto t = Trainer::Create(Config("run"));
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE((*t)->Run(nullptr).ok());
+  const fs::path newest = root_ / "run" / "checkpoints" / "step-00000008";
+  fs::resize_file(newest / "model.safetensors", 100);
+  EXPECT_FALSE(VerifyCheckpoint(newest.string()).ok());
+  auto latest = LatestCheckpoint((root_ / "run").string());
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(fs::path(*latest).filename(), "step-00000004");
+}
+
+}  // namespace
+}  // namespace loom
