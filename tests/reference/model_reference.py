@@ -9,6 +9,10 @@ Inputs in --dir: config.json, weights.safetensors (Hugging Face LLaMA names), ba
 (I32 tokens, targets, doc, pos; target -1 means none). Attention is written densely with an
 explicit mask (same document, key position <= query position), independently of loom's blockwise
 kernel.
+
+With --checkpoint DIR --batch FILE it instead loads a loom checkpoint the way a PyTorch user would
+(the Hugging Face config.json and model.safetensors) and prints {"loss_sum": ..., "targets": ...}
+for the batch as one JSON line.
 """
 import argparse
 import json
@@ -109,11 +113,34 @@ def forward(p, cfg, batch):
     return F.cross_entropy(logits, tgt, ignore_index=-1, reduction="sum")
 
 
+def checkpoint_loss(ckpt_dir, batch_path):
+    with open(os.path.join(ckpt_dir, "config.json")) as f:
+        hf = json.load(f)
+    cfg = {"d_model": hf["hidden_size"], "n_heads": hf["num_attention_heads"],
+           "n_kv_heads": hf["num_key_value_heads"], "n_layers": hf["num_hidden_layers"],
+           "norm_eps": hf["rms_norm_eps"], "rope_theta": hf["rope_theta"],
+           "tied_embeddings": hf["tie_word_embeddings"]}
+    weights = read_safetensors(os.path.join(ckpt_dir, "model.safetensors"))
+    params = {k: torch.from_numpy(v) for k, v in weights.items()}
+    b = read_safetensors(batch_path)
+    batch = tuple(torch.from_numpy(b[k].astype(np.int64)) for k in ("tokens", "targets", "doc", "pos"))
+    with torch.no_grad():
+        loss_sum = forward(params, cfg, batch).item()
+    print(json.dumps({"loss_sum": loss_sum, "targets": int((batch[1] != -1).sum())}))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", required=True)
+    ap.add_argument("--dir")
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--batch")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    if args.checkpoint:
+        return checkpoint_loss(args.checkpoint, args.batch)
+    if not args.dir:
+        ap.error("--dir or --checkpoint is required")
     with open(os.path.join(args.dir, "config.json")) as f:
         cfg = json.load(f)
     weights = read_safetensors(os.path.join(args.dir, "weights.safetensors"))
