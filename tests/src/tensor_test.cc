@@ -22,6 +22,26 @@ TEST(Allocator, TracksCurrentAndPeakBytes) {
   EXPECT_EQ(alloc.current_bytes(), 0u);
 }
 
+TEST(Allocator, ReusesFreedBlocksZeroFilled) {
+  Allocator alloc;
+  float* first = nullptr;
+  {
+    Buffer a(1000, &alloc);
+    first = a.data();
+    a.data()[7] = 3.0f;
+  }
+  EXPECT_EQ(alloc.current_bytes(), 0u);
+  EXPECT_GE(alloc.cached_bytes(), 4000u);
+  Buffer b(900, &alloc);  // fits the freed block
+  EXPECT_EQ(b.data(), first);
+  EXPECT_EQ(b.data()[7], 0.0f) << "a reused block must be zero-filled again";
+  EXPECT_EQ(alloc.cached_bytes(), 0u);
+  Buffer c(100, &alloc);  // would waste most of a big block: fresh memory instead
+  EXPECT_EQ(alloc.current_bytes(), 4000u);
+  alloc.ReleaseCached();
+  EXPECT_EQ(alloc.cached_bytes(), 0u);
+}
+
 TEST(Buffer, IsZeroFilledAndMovable) {
   Allocator alloc;
   Buffer a(16, &alloc);
