@@ -45,7 +45,7 @@ def main():
         ax.plot(val_steps, val, "o-", lw=2, label="validation loss")
     ax.set_xlabel("step")
     ax.set_ylabel("mean token loss (nats)")
-    ax.set_title(f"loom: {os.path.basename(os.path.normpath(args.run_dir))}")
+    ax.set_title(f"loom: {os.path.normpath(args.run_dir)}")
     ax.grid(alpha=0.3)
     ax.legend()
     out = args.out or os.path.join(args.run_dir, "loss.png")

@@ -30,7 +30,7 @@ echo "== train"
 
 echo "== eval"
 ckpt="$(ls -d "$dir"/run/checkpoints/step-* | tail -n 1)"
-"$loom" eval --checkpoint "$ckpt" --data "$dir/data/val"
+"$loom" eval --checkpoint "$ckpt" --data "$dir/data/val" --tokens 65536
 
 echo "== plot"
 py=/usr/bin/python3
