@@ -153,7 +153,11 @@ void Model::LayerForward(int l, const TokenBatch& batch, const StageActivations&
   LinearForward(a.v, a.ln1, p(w.v_proj), T, C, KV);
   RopeForward(a.q, a.q, acts.rope(), T, c.n_heads, c.head_dim());
   RopeForward(a.k, a.k, acts.rope(), T, c.n_kv_heads, c.head_dim());
-  AttentionForward(a.att, a.lse, a.q, a.k, a.v, spans, spans, shape, /*causal=*/true);
+  if (attention_ != nullptr) {
+    attention_->Forward(l, a.att, a.lse, a.q, a.k, a.v, spans);
+  } else {
+    AttentionForward(a.att, a.lse, a.q, a.k, a.v, spans, spans, shape, /*causal=*/true);
+  }
   if (external != nullptr && external->spans.n > 0) {
     Buffer part(static_cast<size_t>(T) * Q, allocator_);
     Buffer part_lse(static_cast<size_t>(T) * c.n_heads, allocator_);
@@ -221,8 +225,12 @@ void Model::LayerBackward(int l, const TokenBatch& batch, const StageActivations
   // Attention: x_mid = x_in + o_proj(attention(rope(q), rope(k), v)).
   LinearBackward(datt, g(w.o_proj), dx, a.att, p(w.o_proj), Ti, Q, C);
   AttentionBackwardDelta(delta, datt, a.att, Ti, shape);
-  AttentionBackward(dq_rot, dk_rot, dv, datt, a.q, a.k, a.v, a.lse, delta, spans, spans, shape,
-                    /*causal=*/true);
+  if (attention_ != nullptr) {
+    attention_->Backward(l, dq_rot, dk_rot, dv, datt, a.q, a.k, a.v, a.lse, delta, spans);
+  } else {
+    AttentionBackward(dq_rot, dk_rot, dv, datt, a.q, a.k, a.v, a.lse, delta, spans, spans, shape,
+                      /*causal=*/true);
+  }
   if (external != nullptr && external->spans.n > 0) {
     // The external keys' gradients go to their owner; with no owner they are computed into a
     // throwaway buffer so that dq is still complete.

@@ -68,6 +68,21 @@ struct ExternalKv {
   float* dv = nullptr;
 };
 
+// The attention of a layer over the batch's own tokens, when it is computed somewhere other than
+// the local kernel: context parallelism puts ring attention over ranks behind this interface
+// (parallel/), so the model needs no knowledge of communication. It sees q, k, v after RoPE, in the
+// kernel's layout and with its semantics: Forward writes out and lse as AttentionForward does,
+// Backward accumulates dq, dk, dv given the final lse and delta as AttentionBackward does.
+class AttentionFn {
+ public:
+  virtual ~AttentionFn() = default;
+  virtual void Forward(int layer, float* out, float* lse, const float* q, const float* k,
+                       const float* v, const TokenSpans& spans) = 0;
+  virtual void Backward(int layer, float* dq, float* dk, float* dv, const float* dout,
+                        const float* q, const float* k, const float* v, const float* lse,
+                        const float* delta, const TokenSpans& spans) = 0;
+};
+
 class Model {
  public:
   static absl::StatusOr<std::unique_ptr<Model>> Create(
@@ -81,6 +96,10 @@ class Model {
   float* grads() { return grads_.data(); }
   size_t num_params() const { return params_.numel(); }
   void ZeroGrads() { grads_.Zero(); }
+  // Replaces the causal attention over the batch's own tokens in every layer; nullptr (the
+  // default) is the local kernel. Not owned; must outlive the calls that use it. External K/V
+  // still merge in locally.
+  void set_attention(AttentionFn* attention) { attention_ = attention; }
 
   // Weights ~ N(0, 0.02) (output projections scaled by 1/sqrt(2 n_layers)), norms = 1;
   // deterministic in the seed.
@@ -124,6 +143,7 @@ class Model {
   Allocator* allocator_;
   Buffer params_;
   Buffer grads_;
+  AttentionFn* attention_ = nullptr;
 };
 
 }  // namespace loom
