@@ -6,7 +6,9 @@
 //   experiment.yaml        the resolved experiment config
 //   manifest.json          size and checksum of every file above; written last
 // The folder is assembled under a temporary name and renamed into place, so a checkpoint either
-// exists whole (with its manifest) or not at all.
+// exists whole (with its manifest) or not at all. After initialisation training draws no random
+// numbers except the sampler's shuffles, which follow from its seed and epoch: the sampler position
+// is the whole random state.
 #ifndef LOOM_LAUNCH_CHECKPOINT_H_
 #define LOOM_LAUNCH_CHECKPOINT_H_
 
