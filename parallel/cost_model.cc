@@ -1,0 +1,93 @@
+#include "parallel/cost_model.h"
+
+#include <algorithm>
+
+namespace loom {
+namespace {
+
+// Ring attention sends K/V once per step in the forward, and K/V plus their gradients in the
+// backward: three times the forward's bytes in all.
+constexpr int64_t kRingPassesFactor = 3;
+
+}  // namespace
+
+CostModel CostModel::FromModelConfig(const ModelConfig& model, const HardwareSpec& hardware) {
+  const double d = model.d_model;
+  const double q = model.q_dim();
+  const double kv = model.kv_dim();
+  const double ffn = model.ffn_dim;
+  const double layers = model.n_layers;
+  const double rate = hardware.peak_flops * hardware.efficiency;
+  // Weights per layer: Q and O (d*q each), K and V (d*kv each), gate/up/down (d*ffn each).
+  const double layer_weights = 2 * d * q + 2 * d * kv + 3 * d * ffn;
+  const double head_weights = d * model.vocab_size;
+
+  CostModel cost;
+  cost.n_layers = model.n_layers;
+  cost.attention_s = 3.0 * 2.0 * q / rate;
+  cost.linear_s = 3.0 * 2.0 * (layer_weights + head_weights / layers) / rate;
+  cost.overhead_s = hardware.layer_overhead_s;
+  // Saved per token and layer (see LayerActivations in src/model.h): x_in, ln1, x_mid, ln2 (d
+  // each), q and att (q each), k and v (kv each), gate, up and h (ffn each), lse (one per head) and
+  // two rstd values.
+  const double saved_per_layer = 4 * d + 2 * q + 2 * kv + 3 * ffn + model.n_heads + 2;
+  cost.activation_bytes_per_token =
+      static_cast<int64_t>(saved_per_layer * layers * hardware.bytes_per_element);
+  cost.kv_bytes_per_token = static_cast<int64_t>(2 * kv * hardware.bytes_per_element);
+  const double params = layers * layer_weights + head_weights * (model.tied_embeddings ? 1 : 2) +
+                        d * (2 * layers + 1);
+  cost.gradient_bytes = static_cast<int64_t>(params * hardware.gradient_bytes_per_element);
+  cost.ranks_per_node = hardware.ranks_per_node;
+  cost.intra_node = hardware.intra_node;
+  cost.inter_node = hardware.inter_node;
+  return cost;
+}
+
+double CostModel::LayerSeconds(int64_t s) const {
+  const double x = static_cast<double>(s);
+  return attention_s * x * x + linear_s * x + overhead_s;
+}
+
+double CostModel::RangeSeconds(int64_t begin, int64_t end) const {
+  const double x = static_cast<double>(begin);
+  const double y = static_cast<double>(end);
+  return n_layers * (attention_s * (y * y - x * x) + linear_s * (y - x));
+}
+
+double CostModel::DocumentSeconds(int64_t length) const { return RangeSeconds(0, length); }
+
+double CostModel::MicroBatchSeconds(const std::vector<TokenRange>& tokens) const {
+  double seconds = n_layers * overhead_s;
+  for (const TokenRange& r : tokens) seconds += RangeSeconds(r.begin, r.end);
+  return seconds;
+}
+
+const LinkCost& CostModel::Link(int from, int to) const {
+  const int per_node = std::max(ranks_per_node, 1);
+  return from / per_node == to / per_node ? intra_node : inter_node;
+}
+
+int64_t CostModel::RingBytesSent(int ring_size, int64_t bytes_per_step) const {
+  return kRingPassesFactor * n_layers * static_cast<int64_t>(ring_size - 1) * bytes_per_step;
+}
+
+double CostModel::RingSeconds(const std::vector<int>& ring, int64_t bytes_per_step) const {
+  const int n = static_cast<int>(ring.size());
+  if (n < 2) return 0.0;
+  double slowest = 0.0;
+  for (int i = 0; i < n; ++i) {
+    slowest = std::max(slowest, Link(ring[static_cast<size_t>(i)],
+                                     ring[static_cast<size_t>((i + 1) % n)])
+                                    .Seconds(static_cast<double>(bytes_per_step)));
+  }
+  return kRingPassesFactor * n_layers * (n - 1) * slowest;
+}
+
+double CostModel::GradSyncSeconds(int world_size) const {
+  if (world_size < 2) return 0.0;
+  const LinkCost& link = world_size > ranks_per_node ? inter_node : intra_node;
+  const double chunk = static_cast<double>(gradient_bytes) / world_size;
+  return 2.0 * (world_size - 1) * link.Seconds(chunk);
+}
+
+}  // namespace loom

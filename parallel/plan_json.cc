@@ -1,0 +1,118 @@
+#include "parallel/plan_json.h"
+
+#include <string>
+
+#include "absl/strings/str_format.h"
+
+namespace loom {
+namespace {
+
+using nlohmann::json;
+
+json RangesToJson(const std::vector<TokenRange>& ranges) {
+  json out = json::array();
+  for (const TokenRange& r : ranges) out.push_back({r.sequence_id, r.begin, r.end});
+  return out;
+}
+
+json ActionToJson(const Action& a) {
+  json out = {{"kind", ActionKindName(a.kind)}};
+  switch (a.kind) {
+    case ActionKind::kRingExchange:
+      out["ring_id"] = a.ring_id;
+      out["ring"] = a.ring;
+      out["bytes_per_step"] = a.bytes_per_step;
+      [[fallthrough]];
+    case ActionKind::kForward:
+    case ActionKind::kBackward:
+      out["micro_batch"] = a.micro_batch;
+      out["tokens"] = RangesToJson(a.tokens);
+      break;
+    case ActionKind::kGradSync:
+      out["gradient_bytes"] = a.gradient_bytes;
+      out["total_targets"] = a.total_targets;
+      break;
+  }
+  return out;
+}
+
+absl::StatusOr<ActionKind> KindFromName(const std::string& name) {
+  for (const ActionKind kind : {ActionKind::kForward, ActionKind::kBackward,
+                                ActionKind::kRingExchange, ActionKind::kGradSync}) {
+    if (name == ActionKindName(kind)) return kind;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat("unknown action kind '%s'", name));
+}
+
+absl::StatusOr<Action> ActionFromJson(const json& in) {
+  Action a;
+  absl::StatusOr<ActionKind> kind = KindFromName(in.at("kind").get<std::string>());
+  if (!kind.ok()) return kind.status();
+  a.kind = *kind;
+  if (a.kind == ActionKind::kGradSync) {
+    a.gradient_bytes = in.at("gradient_bytes").get<int64_t>();
+    a.total_targets = in.at("total_targets").get<int64_t>();
+    return a;
+  }
+  a.micro_batch = in.at("micro_batch").get<int>();
+  for (const json& r : in.at("tokens")) {
+    a.tokens.push_back({r.at(0).get<int64_t>(), r.at(1).get<int64_t>(), r.at(2).get<int64_t>()});
+  }
+  if (a.kind == ActionKind::kRingExchange) {
+    a.ring_id = in.at("ring_id").get<int>();
+    a.ring = in.at("ring").get<std::vector<int>>();
+    a.bytes_per_step = in.at("bytes_per_step").get<int64_t>();
+  }
+  return a;
+}
+
+}  // namespace
+
+nlohmann::json PlanToJson(const StepPlan& plan) {
+  json sequences = json::array();
+  for (const SequenceSpec& s : plan.sequences) sequences.push_back({s.id, s.length});
+  json ranks = json::array();
+  for (const RankPlan& rank : plan.ranks) {
+    json actions = json::array();
+    for (const Action& a : rank.actions) actions.push_back(ActionToJson(a));
+    ranks.push_back({{"actions", std::move(actions)}});
+  }
+  return {{"planner", plan.planner},
+          {"capacity_tokens", plan.capacity_tokens},
+          {"activation_budget_bytes", plan.activation_budget_bytes},
+          {"sequences", std::move(sequences)},
+          {"ranks", std::move(ranks)}};
+}
+
+absl::StatusOr<StepPlan> PlanFromJson(const nlohmann::json& json) {
+  StepPlan plan;
+  std::string where = "plan";
+  try {
+    plan.planner = json.at("planner").get<std::string>();
+    plan.capacity_tokens = json.at("capacity_tokens").get<int64_t>();
+    plan.activation_budget_bytes = json.at("activation_budget_bytes").get<int64_t>();
+    for (const nlohmann::json& s : json.at("sequences")) {
+      plan.sequences.push_back({s.at(0).get<int64_t>(), s.at(1).get<int64_t>()});
+    }
+    const nlohmann::json& ranks = json.at("ranks");
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      RankPlan rank;
+      const nlohmann::json& actions = ranks[r].at("actions");
+      for (size_t i = 0; i < actions.size(); ++i) {
+        where = absl::StrFormat("rank %d action %d", r, i);
+        absl::StatusOr<Action> a = ActionFromJson(actions[i]);
+        if (!a.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("step plan JSON, %s: %s", where, a.status().message()));
+        }
+        rank.actions.push_back(*std::move(a));
+      }
+      plan.ranks.push_back(std::move(rank));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrFormat("step plan JSON, %s: %s", where, e.what()));
+  }
+  return plan;
+}
+
+}  // namespace loom

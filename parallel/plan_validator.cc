@@ -1,0 +1,384 @@
+#include "parallel/plan_validator.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace loom {
+namespace {
+
+std::string Where(int rank, size_t index, const Action& a) {
+  return absl::StrFormat("rank %d action %d (%s, micro-batch %d)", rank, index,
+                         ActionKindName(a.kind), a.micro_batch);
+}
+
+std::string Members(const std::vector<int>& ring) {
+  return "[" + absl::StrJoin(ring, " ") + "]";
+}
+
+std::string Range(const TokenRange& r) {
+  return absl::StrFormat("sequence %d tokens [%d, %d)", r.sequence_id, r.begin, r.end);
+}
+
+using SequenceIndex = std::unordered_map<int64_t, size_t>;
+
+absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
+  if (plan.ranks.empty()) return absl::InvalidArgumentError("plan has no ranks");
+  for (size_t i = 0; i < plan.sequences.size(); ++i) {
+    const SequenceSpec& s = plan.sequences[i];
+    if (s.length < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("sequence %d has length %d; every sequence needs a token", s.id,
+                          s.length));
+    }
+    if (!index->emplace(s.id, i).second) {
+      return absl::InvalidArgumentError(absl::StrFormat("sequence id %d appears twice", s.id));
+    }
+  }
+  const int world = plan.world_size();
+  const int64_t targets = TotalTargets(plan.sequences);
+  for (int rank = 0; rank < world; ++rank) {
+    const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+    std::map<int, size_t> open_forwards;  // micro-batch -> index of its Forward
+    std::set<int> seen_forwards;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      const Action& a = actions[i];
+      for (const TokenRange& r : a.tokens) {
+        auto it = index->find(r.sequence_id);
+        if (it == index->end()) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: sequence %d is not in the batch", Where(rank, i, a), r.sequence_id));
+        }
+        const int64_t length = plan.sequences[it->second].length;
+        if (r.begin < 0 || r.begin >= r.end || r.end > length) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: %s is not a non-empty range of its %d tokens", Where(rank, i, a), Range(r),
+              length));
+        }
+      }
+      switch (a.kind) {
+        case ActionKind::kForward:
+          if (!seen_forwards.insert(a.micro_batch).second) {
+            return absl::InvalidArgumentError(
+                absl::StrFormat("%s: a second forward for this micro-batch", Where(rank, i, a)));
+          }
+          open_forwards[a.micro_batch] = i;
+          break;
+        case ActionKind::kBackward: {
+          auto it = open_forwards.find(a.micro_batch);
+          if (it == open_forwards.end()) {
+            return absl::InvalidArgumentError(
+                absl::StrFormat("%s: backward without an earlier forward", Where(rank, i, a)));
+          }
+          if (actions[it->second].tokens != a.tokens) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "%s: tokens differ from those of its forward (action %d)", Where(rank, i, a),
+                it->second));
+          }
+          open_forwards.erase(it);
+          break;
+        }
+        case ActionKind::kRingExchange: {
+          std::set<int> distinct;
+          for (const int m : a.ring) {
+            if (m < 0 || m >= world || !distinct.insert(m).second) {
+              return absl::InvalidArgumentError(absl::StrFormat(
+                  "%s: ring %d members %s must be distinct ranks of the world of %d",
+                  Where(rank, i, a), a.ring_id, Members(a.ring), world));
+            }
+          }
+          if (!distinct.contains(rank)) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "%s: ring %d members %s do not include the rank itself", Where(rank, i, a),
+                a.ring_id, Members(a.ring)));
+          }
+          if (a.ring_id < 0 || a.bytes_per_step < 0) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "%s: ring id %d and bytes per step %d must not be negative", Where(rank, i, a),
+                a.ring_id, a.bytes_per_step));
+          }
+          break;
+        }
+        case ActionKind::kGradSync:
+          if (i + 1 != actions.size()) {
+            return absl::InvalidArgumentError(
+                absl::StrFormat("%s: gradient sync must be the rank's last action",
+                                Where(rank, i, a)));
+          }
+          if (a.total_targets != targets) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "%s: scales the gradient by 1/%d but the batch has %d target tokens",
+                Where(rank, i, a), a.total_targets, targets));
+          }
+          if (a.gradient_bytes != plan.ranks[0].actions.back().gradient_bytes) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "%s: all-reduces %d gradient bytes but rank 0 all-reduces %d; the sizes must "
+                "match",
+                Where(rank, i, a), a.gradient_bytes, plan.ranks[0].actions.back().gradient_bytes));
+          }
+          break;
+      }
+    }
+    if (!open_forwards.empty()) {
+      const size_t i = open_forwards.begin()->second;
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: forward without a backward", Where(rank, i, actions[i])));
+    }
+    if (actions.empty() || actions.back().kind != ActionKind::kGradSync) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("rank %d has no gradient sync; every rank must join it", rank));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Where a ring was first seen, and the members that have an action for it.
+struct RingRecord {
+  int rank;
+  size_t index;
+  std::map<int, size_t> present;  // member rank -> action index
+};
+
+absl::Status CheckRings(const StepPlan& plan, std::map<int, RingRecord>* rings) {
+  for (int rank = 0; rank < plan.world_size(); ++rank) {
+    const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      const Action& a = actions[i];
+      if (a.kind != ActionKind::kRingExchange) continue;
+      auto [it, fresh] = rings->try_emplace(a.ring_id, RingRecord{rank, i, {}});
+      const Action& first = plan.ranks[static_cast<size_t>(it->second.rank)]
+                                .actions[it->second.index];
+      if (!it->second.present.emplace(rank, i).second) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: ring %d appears a second time on this rank (first at action %d)",
+            Where(rank, i, a), a.ring_id, it->second.present[rank]));
+      }
+      if (fresh) continue;
+      const std::string other = Where(it->second.rank, it->second.index, first);
+      if (a.ring != first.ring) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: ring %d members %s differ from %s's %s", Where(rank, i, a), a.ring_id,
+            Members(a.ring), other, Members(first.ring)));
+      }
+      if (a.bytes_per_step != first.bytes_per_step) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: ring %d sends %d bytes per step but %s expects %d", Where(rank, i, a), a.ring_id,
+            a.bytes_per_step, other, first.bytes_per_step));
+      }
+      if (a.micro_batch != first.micro_batch) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: ring %d meets in micro-batch %d here but in micro-batch %d at %s",
+            Where(rank, i, a), a.ring_id, a.micro_batch, first.micro_batch, other));
+      }
+    }
+  }
+  for (const auto& [id, record] : *rings) {
+    const Action& first = plan.ranks[static_cast<size_t>(record.rank)].actions[record.index];
+    for (size_t m = 0; m < first.ring.size(); ++m) {
+      const int member = first.ring[m];
+      if (record.present.contains(member)) continue;
+      const int prev = first.ring[(m + first.ring.size() - 1) % first.ring.size()];
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "ring %d members %s (from %s): rank %d has no ring_exchange for it, so rank %d's "
+          "send to it is never received",
+          id, Members(first.ring), Where(record.rank, record.index, first), member, prev));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Replays the plan: a rank runs its actions in order and stops at a ring until every member has
+// arrived. Each action is visited once, so the replay is linear in the plan's size.
+absl::Status CheckDeadlock(const StepPlan& plan) {
+  const int world = plan.world_size();
+  std::vector<size_t> next(static_cast<size_t>(world), 0);
+  std::map<int, size_t> arrived;
+  std::vector<int> runnable;
+  for (int r = world - 1; r >= 0; --r) runnable.push_back(r);
+  while (!runnable.empty()) {
+    const int rank = runnable.back();
+    runnable.pop_back();
+    const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+    size_t& pc = next[static_cast<size_t>(rank)];
+    while (pc < actions.size() && actions[pc].kind != ActionKind::kRingExchange) ++pc;
+    if (pc == actions.size()) continue;
+    const Action& a = actions[pc];
+    if (++arrived[a.ring_id] < a.ring.size()) continue;
+    // The meeting is complete: every member moves past it.
+    for (const int m : a.ring) {
+      ++next[static_cast<size_t>(m)];
+      runnable.push_back(m);
+    }
+  }
+  for (int rank = 0; rank < world; ++rank) {
+    if (next[static_cast<size_t>(rank)] == plan.ranks[static_cast<size_t>(rank)].actions.size()) {
+      continue;
+    }
+    // Follow "waits for" edges (a rank waits for a ring member that is elsewhere) to a cycle.
+    std::vector<int> path;
+    std::map<int, size_t> on_path;
+    int r = rank;
+    while (!on_path.contains(r)) {
+      on_path[r] = path.size();
+      path.push_back(r);
+      const Action& a = plan.ranks[static_cast<size_t>(r)].actions[next[static_cast<size_t>(r)]];
+      int blocker = r;
+      for (const int m : a.ring) {
+        const Action& theirs =
+            plan.ranks[static_cast<size_t>(m)].actions[next[static_cast<size_t>(m)]];
+        if (theirs.kind != ActionKind::kRingExchange || theirs.ring_id != a.ring_id) {
+          blocker = m;
+          break;
+        }
+      }
+      r = blocker;
+    }
+    std::vector<std::string> steps;
+    for (size_t k = on_path[r]; k < path.size(); ++k) {
+      const int w = path[k];
+      const size_t pc = next[static_cast<size_t>(w)];
+      const Action& a = plan.ranks[static_cast<size_t>(w)].actions[pc];
+      steps.push_back(absl::StrFormat("%s waits in ring %d (members %s) for rank %d",
+                                      Where(w, pc, a), a.ring_id, Members(a.ring),
+                                      path[(k + 1) < path.size() ? k + 1 : on_path[r]]));
+    }
+    return absl::FailedPreconditionError(
+        "deadlock: ranks meet their rings in conflicting orders: " + absl::StrJoin(steps, "; "));
+  }
+  return absl::OkStatus();
+}
+
+struct Piece {
+  size_t sequence;
+  int64_t begin;
+  int64_t end;
+  int rank;
+  size_t action;
+};
+
+absl::Status CheckCoverage(const StepPlan& plan, const SequenceIndex& index, ActionKind kind) {
+  std::vector<Piece> pieces;
+  for (int rank = 0; rank < plan.world_size(); ++rank) {
+    const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      if (actions[i].kind != kind) continue;
+      for (const TokenRange& r : actions[i].tokens) {
+        pieces.push_back({index.at(r.sequence_id), r.begin, r.end, rank, i});
+      }
+    }
+  }
+  std::sort(pieces.begin(), pieces.end(), [](const Piece& x, const Piece& y) {
+    return std::tie(x.sequence, x.begin) < std::tie(y.sequence, y.begin);
+  });
+  const char* pass = ActionKindName(kind);
+  size_t p = 0;
+  for (size_t s = 0; s < plan.sequences.size(); ++s) {
+    const SequenceSpec& seq = plan.sequences[s];
+    int64_t covered = 0;
+    const Piece* last = nullptr;
+    for (; p < pieces.size() && pieces[p].sequence == s; ++p) {
+      const Piece& piece = pieces[p];
+      if (piece.begin < covered) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "sequence %d tokens [%d, %d) are computed twice in the %s: by rank %d action %d and "
+            "rank %d action %d",
+            seq.id, piece.begin, std::min(covered, piece.end), pass, last->rank, last->action,
+            piece.rank, piece.action));
+      }
+      if (piece.begin > covered) break;
+      covered = piece.end;
+      last = &piece;
+    }
+    if (covered < seq.length) {
+      const int64_t gap_end =
+          p < pieces.size() && pieces[p].sequence == s ? pieces[p].begin : seq.length;
+      return absl::InvalidArgumentError(
+          absl::StrFormat("sequence %d tokens [%d, %d) are never computed in the %s", seq.id,
+                          covered, gap_end, pass));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A sequence held by more than one rank needs its K/V to reach every holder: all of its pieces must
+// travel one ring.
+absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& index) {
+  std::unordered_map<int64_t, int> carrier;  // sequence id -> ring id
+  std::set<std::tuple<int, int, int64_t, int64_t, int64_t>> carried;  // rank, mb, seq, begin, end
+  for (int rank = 0; rank < plan.world_size(); ++rank) {
+    for (const Action& a : plan.ranks[static_cast<size_t>(rank)].actions) {
+      if (a.kind != ActionKind::kRingExchange) continue;
+      for (const TokenRange& r : a.tokens) {
+        auto [it, fresh] = carrier.emplace(r.sequence_id, a.ring_id);
+        if (!fresh && it->second != a.ring_id) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "sequence %d travels two rings (%d and %d); its pieces must share one ring",
+              r.sequence_id, it->second, a.ring_id));
+        }
+        carried.emplace(rank, a.micro_batch, r.sequence_id, r.begin, r.end);
+      }
+    }
+  }
+  for (int rank = 0; rank < plan.world_size(); ++rank) {
+    const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      const Action& a = actions[i];
+      if (a.kind != ActionKind::kForward) continue;
+      for (const TokenRange& r : a.tokens) {
+        const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
+        if (r.size() == length) continue;
+        if (!carried.contains({rank, a.micro_batch, r.sequence_id, r.begin, r.end})) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: computes %s of %d outside any ring of this micro-batch, so its attention "
+              "cannot see the rest of the sequence",
+              Where(rank, i, a), Range(r), length));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckMemory(const StepPlan& plan, const CostModel& cost) {
+  for (int rank = 0; rank < plan.world_size(); ++rank) {
+    const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+    int64_t alive = 0;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      const Action& a = actions[i];
+      if (a.kind == ActionKind::kBackward) alive -= TokenCount(a.tokens);
+      if (a.kind != ActionKind::kForward) continue;
+      alive += TokenCount(a.tokens);
+      const int64_t bytes = alive * cost.activation_bytes_per_token;
+      if (bytes > plan.activation_budget_bytes) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "%s: %d tokens of activations alive need %d bytes, over the rank's budget of %d "
+            "bytes",
+            Where(rank, i, a), alive, bytes, plan.activation_budget_bytes));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidatePlan(const StepPlan& plan, const CostModel& cost) {
+  SequenceIndex index;
+  if (absl::Status s = CheckShape(plan, &index); !s.ok()) return s;
+  std::map<int, RingRecord> rings;
+  if (absl::Status s = CheckRings(plan, &rings); !s.ok()) return s;
+  if (absl::Status s = CheckDeadlock(plan); !s.ok()) return s;
+  if (absl::Status s = CheckCoverage(plan, index, ActionKind::kForward); !s.ok()) return s;
+  if (absl::Status s = CheckCoverage(plan, index, ActionKind::kBackward); !s.ok()) return s;
+  if (absl::Status s = CheckSplitSequences(plan, index); !s.ok()) return s;
+  return CheckMemory(plan, cost);
+}
+
+}  // namespace loom

@@ -1,0 +1,31 @@
+#include "parallel/step_plan.h"
+
+namespace loom {
+
+const char* ActionKindName(ActionKind kind) {
+  switch (kind) {
+    case ActionKind::kForward:
+      return "forward";
+    case ActionKind::kBackward:
+      return "backward";
+    case ActionKind::kRingExchange:
+      return "ring_exchange";
+    case ActionKind::kGradSync:
+      return "grad_sync";
+  }
+  return "unknown";
+}
+
+int64_t TokenCount(const std::vector<TokenRange>& ranges) {
+  int64_t total = 0;
+  for (const TokenRange& r : ranges) total += r.size();
+  return total;
+}
+
+int64_t TotalTargets(const std::vector<SequenceSpec>& sequences) {
+  int64_t total = 0;
+  for (const SequenceSpec& s : sequences) total += s.length > 0 ? s.length - 1 : 0;
+  return total;
+}
+
+}  // namespace loom
