@@ -28,6 +28,34 @@ absl::Status Post(absl::StatusOr<std::unique_ptr<Request>> posted, std::string w
   return absl::OkStatus();
 }
 
+// The ring neighbours of this member and the tag of one kind of message (K/V or dK/dV).
+struct RingLink {
+  Communicator& comm;
+  const Group& group;
+  int prev;  // world ranks
+  int next;
+  int tag;
+};
+
+// One hop of a pass around the ring: posts the receive of member `incoming`'s block (`into`, of
+// `into_count` floats) from the previous rank, then the send of member `origin`'s block (`from`)
+// to the next rank. `what` names the payload ("K/V", "dK/dV") in error messages.
+absl::Status PassAlong(const RingLink& link, const std::string& step, const char* what,
+                       int incoming, float* into, size_t into_count, int origin,
+                       const float* from, size_t from_count, Pending& recv, Pending& send) {
+  absl::Status st =
+      Post(link.comm.IRecv(BufferView(into, into_count, DataType::kFloat32), link.prev, link.tag),
+           absl::StrFormat("%s: receiving %s of rank %d from rank %d", step, what,
+                           link.group.world_rank(incoming), link.prev),
+           recv);
+  if (!st.ok()) return st;
+  return Post(
+      link.comm.ISend(ConstBufferView(from, from_count, DataType::kFloat32), link.next, link.tag),
+      absl::StrFormat("%s: sending %s of rank %d to rank %d", step, what,
+                      link.group.world_rank(origin), link.next),
+      send);
+}
+
 absl::Status Finish(Pending& pending) {
   if (pending.request == nullptr) return absl::OkStatus();
   absl::Status s = pending.request->Wait();
@@ -98,21 +126,12 @@ absl::Status RingAttention::Forward(float* out, float* lse, const float* q, cons
     if (s + 1 < c) {
       const int incoming = OriginAt(s + 1);
       const std::string step = absl::StrFormat("ring attention forward step %d/%d", s + 1, c);
-      absl::Status st = Post(
-          comm_.IRecv(BufferView(blocks[(s + 1) % 2].data(), 2 * KvElements(incoming),
-                                 DataType::kFloat32),
-                      prev_, tag_ + kKvTagOffset),
-          absl::StrFormat("%s: receiving K/V of rank %d from rank %d", step,
-                          group_.world_rank(incoming), prev_),
-          recv);
-      if (st.ok()) {
-        st = Post(comm_.ISend(ConstBufferView(cur, 2 * el, DataType::kFloat32), next_,
-                              tag_ + kKvTagOffset),
-                  absl::StrFormat("%s: sending K/V of rank %d to rank %d", step,
-                                  group_.world_rank(origin), next_),
-                  send);
+      const RingLink link{comm_, group_, prev_, next_, tag_ + kKvTagOffset};
+      if (absl::Status st = PassAlong(link, step, "K/V", incoming, blocks[(s + 1) % 2].data(),
+                                      2 * KvElements(incoming), origin, cur, 2 * el, recv, send);
+          !st.ok()) {
+        return st;
       }
-      if (!st.ok()) return st;
     }
     if (tokens_.Visible(origin)) {
       AttentionForward(part_out.data(), part_lse.data(), q, cur, cur + el, tokens_.spans(me),
@@ -151,21 +170,13 @@ absl::Status RingAttention::Backward(float* dq, float* dk, float* dv, const floa
     Pending kv_recv, kv_send;
     if (s + 1 < c) {
       const int incoming = OriginAt(s + 1);
-      absl::Status st = Post(
-          comm_.IRecv(BufferView(blocks[(s + 1) % 2].data(), 2 * KvElements(incoming),
-                                 DataType::kFloat32),
-                      prev_, tag_ + kKvTagOffset),
-          absl::StrFormat("%s: receiving K/V of rank %d from rank %d", step,
-                          group_.world_rank(incoming), prev_),
-          kv_recv);
-      if (st.ok()) {
-        st = Post(comm_.ISend(ConstBufferView(cur, 2 * el, DataType::kFloat32), next_,
-                              tag_ + kKvTagOffset),
-                  absl::StrFormat("%s: sending K/V of rank %d to rank %d", step,
-                                  group_.world_rank(origin), next_),
-                  kv_send);
+      const RingLink link{comm_, group_, prev_, next_, tag_ + kKvTagOffset};
+      if (absl::Status st = PassAlong(link, step, "K/V", incoming, blocks[(s + 1) % 2].data(),
+                                      2 * KvElements(incoming), origin, cur, 2 * el, kv_recv,
+                                      kv_send);
+          !st.ok()) {
+        return st;
       }
-      if (!st.ok()) return st;
     }
     float* acc = grads[s % 2].data();
     float* contribution = s == 0 ? acc : scratch.data();
@@ -184,21 +195,13 @@ absl::Status RingAttention::Backward(float* dq, float* dk, float* dv, const floa
     }
     if (c > 1) {
       const int incoming = OriginAt(s + 1);  // at the last step: this member, home again
-      absl::Status st = Post(
-          comm_.IRecv(BufferView(grads[(s + 1) % 2].data(), 2 * KvElements(incoming),
-                                 DataType::kFloat32),
-                      prev_, tag_ + kGradTagOffset),
-          absl::StrFormat("%s: receiving dK/dV of rank %d from rank %d", step,
-                          group_.world_rank(incoming), prev_),
-          grad_recv);
-      if (st.ok()) {
-        st = Post(comm_.ISend(ConstBufferView(acc, 2 * el, DataType::kFloat32), next_,
-                              tag_ + kGradTagOffset),
-                  absl::StrFormat("%s: sending dK/dV of rank %d to rank %d", step,
-                                  group_.world_rank(origin), next_),
-                  grad_send);
+      const RingLink link{comm_, group_, prev_, next_, tag_ + kGradTagOffset};
+      if (absl::Status st = PassAlong(link, step, "dK/dV", incoming, grads[(s + 1) % 2].data(),
+                                      2 * KvElements(incoming), origin, acc, 2 * el, grad_recv,
+                                      grad_send);
+          !st.ok()) {
+        return st;
       }
-      if (!st.ok()) return st;
     }
     if (absl::Status st = Finish(kv_recv); !st.ok()) return st;
     if (absl::Status st = Finish(kv_send); !st.ok()) return st;
