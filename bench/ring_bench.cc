@@ -6,11 +6,16 @@
 // backward kernel calls over every key block, run one member at a time on one thread so members
 // do not disturb each other.
 //
-// Overlap: 2 members as threads of one process (the local backend; one core each), zigzag,
-// forward + backward of RingAttention, against the same kernel calls with no messages
-// (compute-only, both members at once) and the same messages with no compute (comm-only).
-// overlap_ratio = ring / compute-only; hidden_comm_fraction = 1 - (ring - compute-only) /
-// comm-only, clamped to [0, 1]. Times are the slower member's, medians over repeats.
+// Overlap: one causal document, zigzag over c members, forward + backward of RingAttention,
+// against the same kernel calls with no messages (compute-only, all members at once) and the same
+// messages with no compute (comm-only). overlap_ratio = ring / compute-only;
+// hidden_comm_fraction = 1 - (ring - compute-only) / comm-only, clamped to [0, 1]. Times are the
+// slowest member's, medians over repeats; every member runs one OpenMP thread.
+//
+// Run as one process, it measures balance and the overlap of 2 members as threads (the local
+// backend, 4K tokens per rank); run under mpirun (scripts/bench_ring.sh does both), only the
+// overlap of the job's processes on the mpi backend (8K tokens per rank), where messages cross
+// process boundaries and the wait for them is real. Under mpirun only rank 0 prints.
 #include <omp.h>
 
 #include <algorithm>
@@ -19,12 +24,16 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "bench/bench.h"
 #include "parallel/ring_attention.h"
 #include "parallel/zigzag.h"
 #include "runtime/local_world.h"
+#include "runtime/mpi_communicator.h"
+#include "runtime/world.h"
 
 namespace loom::bench {
 namespace {
@@ -117,34 +126,58 @@ Balance MeasureBalance(SplitKind kind, int c, int length, int repeats) {
   return {MaxOverMean(pairs), MaxOverMean(times)};
 }
 
-// Runs body(comm) on 2 rank threads (one OpenMP thread each) and returns the slower rank's
-// time, from a barrier to the end of body.
-double TimeOnRanks(LocalWorld& world, const std::function<absl::Status(Communicator&)>& body) {
-  std::vector<double> seconds(static_cast<size_t>(world.size()), 0.0);
-  const absl::Status status = world.Run([&](Communicator& comm) -> absl::Status {
-    omp_set_num_threads(1);
-    if (absl::Status s = comm.Barrier(comm.world_group()); !s.ok()) return s;
-    absl::Status result;
-    seconds[static_cast<size_t>(comm.rank())] = TimeSeconds([&] { result = body(comm); });
-    return result;
-  });
-  if (!status.ok()) {
-    std::fprintf(stderr, "ring bench: %s\n", std::string(status.message()).c_str());
-    std::abort();
-  }
-  return *std::max_element(seconds.begin(), seconds.end());
+using RankBody = std::function<absl::Status(Communicator&)>;
+// Runs a body on every rank of a world and returns the slowest rank's time, from a barrier to the
+// end of the body.
+using RankTimer = std::function<double(const RankBody&)>;
+
+void AbortOnError(const absl::Status& status) {
+  if (status.ok()) return;
+  std::fprintf(stderr, "ring bench: %s\n", std::string(status.message()).c_str());
+  std::abort();
+}
+
+absl::Status TimeBody(Communicator& comm, const RankBody& body, double& seconds) {
+  if (absl::Status s = comm.Barrier(comm.world_group()); !s.ok()) return s;
+  absl::Status result;
+  seconds = TimeSeconds([&] { result = body(comm); });
+  return result;
+}
+
+// Ranks as threads of this process (one OpenMP thread each).
+RankTimer LocalTimer(LocalWorld& world) {
+  return [&world](const RankBody& body) {
+    std::vector<double> seconds(static_cast<size_t>(world.size()), 0.0);
+    AbortOnError(world.Run([&](Communicator& comm) {
+      omp_set_num_threads(1);
+      return TimeBody(comm, body, seconds[static_cast<size_t>(comm.rank())]);
+    }));
+    return *std::max_element(seconds.begin(), seconds.end());
+  };
+}
+
+// This process as one rank of an mpirun job: the slowest rank's time, agreed by an all-reduce.
+RankTimer MpiTimer(Communicator& comm) {
+  return [&comm](const RankBody& body) {
+    double seconds = 0.0;
+    AbortOnError(TimeBody(comm, body, seconds));
+    std::vector<float> slowest = {static_cast<float>(seconds)};
+    AbortOnError(comm.AllReduce(comm.world_group(), slowest, ReduceOp::kMax));
+    return static_cast<double>(slowest[0]);
+  };
 }
 
 struct Overlap {
   double ring_s, compute_s, comm_s;
+  double ratio() const { return ring_s / compute_s; }
+  double hidden() const { return std::clamp(1.0 - (ring_s - compute_s) / comm_s, 0.0, 1.0); }
 };
 
-Overlap MeasureOverlap(int tokens_per_rank, int repeats) {
-  const int c = 2;
+// The overlap of a ring of c members (the world of `time_on_ranks`, in rank order).
+Overlap MeasureOverlap(int c, int tokens_per_rank, int repeats, const RankTimer& time_on_ranks) {
   const Sharding s = *ShardDocuments({c * tokens_per_rank}, c, SplitKind::kZigzag);
   const std::vector<MemberInputs> in = ShardInputs(s);
   const Group group = Group::World(c);
-  std::unique_ptr<LocalWorld> world = *LocalWorld::Create(c, absl::Minutes(5));
   const size_t kv = static_cast<size_t>(tokens_per_rank) * kShape.n_kv_heads * kShape.head_dim;
 
   const auto ring = [&](Communicator& comm) -> absl::Status {
@@ -186,11 +219,11 @@ Overlap MeasureOverlap(int tokens_per_rank, int repeats) {
   };
   Overlap result{};
   std::vector<double> r, k, m;
-  TimeOnRanks(*world, ring);  // warm-up: pages and OpenBLAS buffers
+  time_on_ranks(ring);  // warm-up: pages and OpenBLAS buffers
   for (int i = 0; i < repeats; ++i) {
-    r.push_back(TimeOnRanks(*world, ring));
-    k.push_back(TimeOnRanks(*world, compute));
-    m.push_back(TimeOnRanks(*world, comm_only));
+    r.push_back(time_on_ranks(ring));
+    k.push_back(time_on_ranks(compute));
+    m.push_back(time_on_ranks(comm_only));
   }
   result.ring_s = Median(r);
   result.compute_s = Median(k);
@@ -198,7 +231,44 @@ Overlap MeasureOverlap(int tokens_per_rank, int repeats) {
   return result;
 }
 
+nlohmann::json OverlapJson(const Overlap& o, const char* backend, int ranks, int tokens_per_rank) {
+  return {{"overlap_ratio", o.ratio()},
+          {"hidden_comm_fraction", o.hidden()},
+          {"overlap_backend", backend},
+          {"overlap_ranks", ranks},
+          {"overlap_tokens_per_rank", tokens_per_rank},
+          {"ring_seconds", o.ring_s},
+          {"compute_only_seconds", o.compute_s},
+          {"comm_only_seconds", o.comm_s}};
+}
+
+void PrintOverlap(const Overlap& o, const char* how, int tokens_per_rank) {
+  std::printf(
+      "ring: overlap, %s, %d tokens per rank, heads %d/%d, D %d\n"
+      "  ring fwd+bwd %.4f s, compute only %.4f s, comm only %.4f s: ratio %.3f, hidden %.3f\n",
+      how, tokens_per_rank, kShape.n_heads, kShape.n_kv_heads, kShape.head_dim, o.ring_s,
+      o.compute_s, o.comm_s, o.ratio(), o.hidden());
+}
+
+// Under mpirun: the overlap of the job's processes, one rank each.
+nlohmann::json MpiOverlapBench(const BenchOptions& options) {
+  const int tokens_per_rank = options.quick ? 512 : 8192;
+  // Every process is one member with its own core, as the threads of the local run are.
+  omp_set_num_threads(1);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = MakeMpiCommunicator(absl::Minutes(5));
+  AbortOnError(comm.status());
+  const int ranks = (*comm)->size();
+  const Overlap o = MeasureOverlap(ranks, tokens_per_rank, options.repeats, MpiTimer(**comm));
+  if ((*comm)->rank() == 0) {
+    const std::string how = absl::StrCat(ranks, " processes (mpi backend)");
+    PrintOverlap(o, how.c_str(), tokens_per_rank);
+  }
+  return OverlapJson(o, "mpi", ranks, tokens_per_rank);
+}
+
 nlohmann::json RingBench(const BenchOptions& options) {
+  absl::StatusOr<WorldInfo> launcher = DetectWorld(ProcessEnv());
+  if (launcher.ok() && launcher->size > 1) return MpiOverlapBench(options);
   const int c = 4;
   const int balance_length = options.quick ? 1024 : 4096;
   const int tokens_per_rank = options.quick ? 512 : 4096;
@@ -216,29 +286,18 @@ nlohmann::json RingBench(const BenchOptions& options) {
   std::printf("  %-10s %10.4f %10.4f\n", "zigzag", zigzag.pairs, zigzag.measured);
   std::printf("  %-10s %10.4f %10.4f\n", "contiguous", contiguous.pairs, contiguous.measured);
 
-  const Overlap o = MeasureOverlap(tokens_per_rank, options.repeats);
-  const double ratio = o.ring_s / o.compute_s;
-  const double hidden =
-      std::clamp(1.0 - (o.ring_s - o.compute_s) / o.comm_s, 0.0, 1.0);
-  std::printf(
-      "ring: overlap, 2 ranks as threads (local backend), %d tokens per rank, heads %d/%d, D %d\n"
-      "  ring fwd+bwd %.4f s, compute only %.4f s, comm only %.4f s: ratio %.3f, hidden %.3f\n",
-      tokens_per_rank, kShape.n_heads, kShape.n_kv_heads, kShape.head_dim, o.ring_s, o.compute_s,
-      o.comm_s, ratio, hidden);
-  return {{"zigzag_balance", zigzag.pairs},
-          {"contiguous_balance", contiguous.pairs},
-          {"zigzag_balance_measured", zigzag.measured},
-          {"contiguous_balance_measured", contiguous.measured},
-          {"balance_members", c},
-          {"balance_tokens", balance_length},
-          {"overlap_ratio", ratio},
-          {"hidden_comm_fraction", hidden},
-          {"overlap_backend", "local"},
-          {"overlap_ranks", 2},
-          {"overlap_tokens_per_rank", tokens_per_rank},
-          {"ring_seconds", o.ring_s},
-          {"compute_only_seconds", o.compute_s},
-          {"comm_only_seconds", o.comm_s}};
+  const int ranks = 2;
+  std::unique_ptr<LocalWorld> world = *LocalWorld::Create(ranks, absl::Minutes(5));
+  const Overlap o = MeasureOverlap(ranks, tokens_per_rank, options.repeats, LocalTimer(*world));
+  PrintOverlap(o, "2 ranks as threads (local backend)", tokens_per_rank);
+  nlohmann::json result = OverlapJson(o, "local", ranks, tokens_per_rank);
+  result.update({{"zigzag_balance", zigzag.pairs},
+                 {"contiguous_balance", contiguous.pairs},
+                 {"zigzag_balance_measured", zigzag.measured},
+                 {"contiguous_balance_measured", contiguous.measured},
+                 {"balance_members", c},
+                 {"balance_tokens", balance_length}});
+  return result;
 }
 
 Registrar reg("ring", RingBench);

@@ -1,0 +1,20 @@
+# Context-parallel attention and the context-parallel model on the mpi backend: a GoogleTest
+# program started by mpirun, one process per rank, with the runtime's mpirun main (it initialises
+# MPI and fails every rank when any rank fails). Each world size is one ctest test; each takes a
+# few seconds on 2 cores.
+set(loom_parallel_mpirun_env "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+
+add_executable(ring_attention_mpirun ${CMAKE_CURRENT_LIST_DIR}/ring_attention_mpirun.cc
+               ${CMAKE_CURRENT_LIST_DIR}/../runtime/mpirun_main.cc)
+target_link_libraries(ring_attention_mpirun PRIVATE loom_parallel GTest::gtest)
+loom_target_options(ring_attention_mpirun)
+foreach(np 2 3 4)
+  add_test(NAME ring_attention_mpirun.np${np}
+           COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} ${np}
+                   $<TARGET_FILE:ring_attention_mpirun>)
+  # Several processes per test: it takes both of ctest's slots (scripts/test.sh runs -j2), so
+  # nothing else shares the cores with it.
+  set_tests_properties(ring_attention_mpirun.np${np} PROPERTIES
+    ENVIRONMENT "${loom_parallel_mpirun_env}" TIMEOUT 120 SKIP_RETURN_CODE 77
+    PROCESSORS 2 LABELS "mpi")
+endforeach()
