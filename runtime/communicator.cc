@@ -230,15 +230,18 @@ absl::Status Communicator::PrepareCall(const Group& group, CollectiveCall& call)
   return absl::OkStatus();
 }
 
+absl::Status Communicator::Collect(const Group& group, CollectiveCall call) {
+  if (absl::Status status = PrepareCall(group, call); !status.ok()) return status;
+  return RunCollective(call);
+}
+
 absl::Status Communicator::AllReduce(const Group& group, BufferView data, ReduceOp op) {
   CollectiveCall call;
   call.kind = CollectiveKind::kAllReduce;
   call.send = data;
   call.recv = data;
   call.op = op;
-  absl::Status status = PrepareCall(group, call);
-  if (!status.ok()) return status;
-  return RunCollective(call);
+  return Collect(group, std::move(call));
 }
 
 absl::Status Communicator::AllGather(const Group& group, ConstBufferView send, BufferView recv) {
@@ -246,9 +249,7 @@ absl::Status Communicator::AllGather(const Group& group, ConstBufferView send, B
   call.kind = CollectiveKind::kAllGather;
   call.send = send;
   call.recv = recv;
-  absl::Status status = PrepareCall(group, call);
-  if (!status.ok()) return status;
-  return RunCollective(call);
+  return Collect(group, std::move(call));
 }
 
 absl::Status Communicator::AllGatherV(const Group& group, ConstBufferView send, BufferView recv,
@@ -258,9 +259,7 @@ absl::Status Communicator::AllGatherV(const Group& group, ConstBufferView send, 
   call.send = send;
   call.recv = recv;
   call.counts = counts;
-  absl::Status status = PrepareCall(group, call);
-  if (!status.ok()) return status;
-  return RunCollective(call);
+  return Collect(group, std::move(call));
 }
 
 absl::Status Communicator::ReduceScatter(const Group& group, ConstBufferView send, BufferView recv,
@@ -270,9 +269,7 @@ absl::Status Communicator::ReduceScatter(const Group& group, ConstBufferView sen
   call.send = send;
   call.recv = recv;
   call.op = op;
-  absl::Status status = PrepareCall(group, call);
-  if (!status.ok()) return status;
-  return RunCollective(call);
+  return Collect(group, std::move(call));
 }
 
 absl::Status Communicator::Broadcast(const Group& group, BufferView data, int root) {
@@ -281,17 +278,13 @@ absl::Status Communicator::Broadcast(const Group& group, BufferView data, int ro
   call.send = data;
   call.recv = data;
   call.root = root;
-  absl::Status status = PrepareCall(group, call);
-  if (!status.ok()) return status;
-  return RunCollective(call);
+  return Collect(group, std::move(call));
 }
 
 absl::Status Communicator::Barrier(const Group& group) {
   CollectiveCall call;
   call.kind = CollectiveKind::kBarrier;
-  absl::Status status = PrepareCall(group, call);
-  if (!status.ok()) return status;
-  return RunCollective(call);
+  return Collect(group, std::move(call));
 }
 
 absl::Status Communicator::PrepareGroup(const Group& group) {

@@ -148,6 +148,8 @@ class Communicator {
                         int peer, int tag) const;
   // Checks the group and fills call.group, call.index and call.what.
   absl::Status PrepareCall(const Group& group, CollectiveCall& call) const;
+  // PrepareCall, then RunCollective: every public collective ends here.
+  absl::Status Collect(const Group& group, CollectiveCall call);
 
   WorldInfo world_;
   Group world_group_;
