@@ -5,22 +5,11 @@
 #   scripts/bench.sh comm [--repeats=N] [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build_dir="${LOOM_BUILD_DIR:-build}"
-bench="$build_dir/bench/loom_bench"
-if [ ! -x "$bench" ]; then
-  bash scripts/setup.sh >&2
-fi
-# Containers often run as root; 4 ranks may outnumber the cores.
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
+source scripts/mpi_bench_common.sh
 
 "$bench" comm "$@" | tee "$out/local"
 for np in 2 4; do
-  # Every rank measures; only rank 0 reports.
-  mpirun --oversubscribe -np "$np" bash -c \
-    'if [ "$OMPI_COMM_WORLD_RANK" = 0 ]; then exec "$@"; else exec "$@" >/dev/null; fi' \
-    rank "$bench" comm "$@" | tee "$out/mpi$np"
+  run_mpi "$np" comm "$@" | tee "$out/mpi$np"
 done
 
 python3 - "$out" <<'PY'

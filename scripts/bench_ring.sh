@@ -6,21 +6,10 @@
 #   scripts/bench.sh ring [--repeats=N] [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build_dir="${LOOM_BUILD_DIR:-build}"
-bench="$build_dir/bench/loom_bench"
-if [ ! -x "$bench" ]; then
-  bash scripts/setup.sh >&2
-fi
-# Containers often run as root; 2 ranks may share a core with other work.
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
+source scripts/mpi_bench_common.sh
 
 "$bench" ring "$@" | tee "$out/local"
-# Every rank measures; only rank 0 reports.
-mpirun --oversubscribe -np 2 bash -c \
-  'if [ "$OMPI_COMM_WORLD_RANK" = 0 ]; then exec "$@"; else exec "$@" >/dev/null; fi' \
-  rank "$bench" ring "$@" | tee "$out/mpi2"
+run_mpi 2 ring "$@" | tee "$out/mpi2"
 
 python3 - "$out" <<'PY'
 import json, os, sys
