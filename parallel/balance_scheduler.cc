@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <functional>
 #include <numeric>
-#include <queue>
 #include <set>
 #include <utility>
 
@@ -18,6 +17,13 @@ namespace {
 struct Placed {
   int64_t sequence;
   int slot;
+};
+
+// A sequence kept whole, with what placing it reads, so that LPT walks memory in order.
+struct Whole {
+  int64_t length;
+  double seconds;
+  int64_t sequence;
 };
 
 struct RankState {
@@ -42,29 +48,41 @@ class Scheduler {
 
   Placement Run() {
     std::vector<int64_t> rings;
-    std::vector<int64_t> wholes;
+    std::vector<Whole> wholes;
+    wholes.reserve(sequences_.size());
     double total = 0.0;
     int64_t tokens = 0;
     for (size_t i = 0; i < sequences_.size(); ++i) {
-      (sequences_[i].length > capacity_ ? rings : wholes).push_back(static_cast<int64_t>(i));
+      const int64_t length = sequences_[i].length;
+      if (length > capacity_) {
+        rings.push_back(static_cast<int64_t>(i));
+      } else {
+        wholes.push_back({length, doc_s_[i], static_cast<int64_t>(i)});
+      }
       total += doc_s_[i];
-      tokens += sequences_[i].length;
+      tokens += length;
     }
     // Every micro-batch costs its overhead; the batch needs about tokens / C of them.
     total += micro_batch_s_ * static_cast<double>((tokens + capacity_ - 1) / capacity_);
     target_ = total / world_;
 
-    for (int r = 0; r < world_; ++r) heap_.push({0.0, r});
+    // Ranks start equally idle, so in rank order they already form a heap.
+    heap_.reserve(static_cast<size_t>(world_));
+    for (int r = 0; r < world_; ++r) heap_.push_back({0.0, r});
     PlaceRings(std::move(rings));
     PlaceWholes(std::move(wholes));
     Refine();
 
     Placement placement;
     placement.local.resize(static_cast<size_t>(world_));
+    std::vector<size_t> per_slot;
     for (int r = 0; r < world_; ++r) {
       const RankState& state = ranks_[static_cast<size_t>(r)];
       auto& slots = placement.local[static_cast<size_t>(r)];
       slots.resize(state.free.size());
+      per_slot.assign(state.free.size(), 0);
+      for (const Placed& p : state.placed) ++per_slot[static_cast<size_t>(p.slot)];
+      for (size_t slot = 0; slot < slots.size(); ++slot) slots[slot].reserve(per_slot[slot]);
       for (const Placed& p : state.placed) slots[static_cast<size_t>(p.slot)].push_back(p.sequence);
     }
     placement.rings = std::move(ring_placements_);
@@ -73,6 +91,32 @@ class Scheduler {
 
  private:
   using Entry = std::pair<double, int>;  // load, rank
+
+  // heap_ is a binary min-heap of every rank's (load, rank) but those taken out while a ring
+  // picks its members. (load, rank) orders ranks totally, so the least loaded is well defined.
+  const Entry& Top() const { return heap_.front(); }
+  void Push(Entry entry) {
+    heap_.push_back(entry);
+    std::push_heap(heap_.begin(), heap_.end(), std::greater<Entry>());
+  }
+  Entry Pop() {
+    std::pop_heap(heap_.begin(), heap_.end(), std::greater<Entry>());
+    const Entry top = heap_.back();
+    heap_.pop_back();
+    return top;
+  }
+  // Pop then Push in one sift-down: LPT does this once per sequence.
+  void ReplaceTop(Entry entry) {
+    const size_t n = heap_.size();
+    size_t at = 0;
+    for (size_t child = 1; child < n; child = 2 * at + 1) {
+      if (child + 1 < n && heap_[child + 1] < heap_[child]) ++child;
+      if (!(heap_[child] < entry)) break;
+      heap_[at] = heap_[child];
+      at = child;
+    }
+    heap_[at] = entry;
+  }
 
   void PlaceRings(std::vector<int64_t> rings) {
     std::vector<int> min_members(sequences_.size(), 0);
@@ -99,8 +143,7 @@ class Scheduler {
       int best = k_min;
       double best_peak = 0.0;
       while (!heap_.empty() && static_cast<int>(candidates.size()) < k_max) {
-        candidates.push_back(heap_.top());
-        heap_.pop();
+        candidates.push_back(Pop());
         const int k = static_cast<int>(candidates.size());
         if (k < k_min) continue;
         const double peak = candidates.back().first + seq_s / k + micro_batch_s_;
@@ -115,7 +158,7 @@ class Scheduler {
       }
       if (chosen < 0) chosen = best;
       for (size_t c = static_cast<size_t>(chosen); c < candidates.size(); ++c) {
-        heap_.push(candidates[c]);
+        Push(candidates[c]);
       }
       std::vector<int> members;
       for (int c = 0; c < chosen; ++c) members.push_back(candidates[static_cast<size_t>(c)].second);
@@ -132,7 +175,7 @@ class Scheduler {
         const std::vector<TokenRange> share = ZigzagShare(seq.id, seq.length, chosen, m);
         state.free[static_cast<size_t>(slot)] -= TokenCount(share);
         state.load += cost_.MicroBatchSeconds(share);
-        heap_.push({state.load, members[static_cast<size_t>(m)]});
+        Push({state.load, members[static_cast<size_t>(m)]});
       }
       RingPlacement ring;
       ring.members = std::move(members);
@@ -153,24 +196,27 @@ class Scheduler {
   }
 
   // Puts a whole sequence into `slot` of `state`; opening an empty slot adds a micro-batch.
-  void Add(RankState& state, int64_t sequence, int slot, bool opens) {
-    state.free[static_cast<size_t>(slot)] -= sequences_[static_cast<size_t>(sequence)].length;
-    state.load += doc_s_[static_cast<size_t>(sequence)] + (opens ? micro_batch_s_ : 0.0);
-    state.placed.push_back({sequence, slot});
+  void Add(RankState& state, const Whole& whole, int slot, bool opens) const {
+    state.free[static_cast<size_t>(slot)] -= whole.length;
+    state.load += whole.seconds + (opens ? micro_batch_s_ : 0.0);
+    state.placed.push_back({whole.sequence, slot});
   }
 
   // Longest first onto the least loaded rank (LPT), first fit into its micro-batches.
-  void PlaceWholes(std::vector<int64_t> wholes) {
-    std::sort(wholes.begin(), wholes.end(), [&](int64_t x, int64_t y) {
-      return sequences_[static_cast<size_t>(x)].length > sequences_[static_cast<size_t>(y)].length;
+  // Ties in length go in batch order, so that the plan does not depend on the sort's internals.
+  void PlaceWholes(std::vector<Whole> wholes) {
+    std::sort(wholes.begin(), wholes.end(), [](const Whole& x, const Whole& y) {
+      return x.length != y.length ? x.length > y.length : x.sequence < y.sequence;
     });
-    for (const int64_t i : wholes) {
-      const int r = heap_.top().second;
-      heap_.pop();
+    // About as many per rank as the mean, plus room for LPT's spread, in one allocation.
+    const size_t expected = wholes.size() / static_cast<size_t>(world_) + 8;
+    for (RankState& state : ranks_) state.placed.reserve(expected);
+    for (const Whole& w : wholes) {
+      const int r = Top().second;
       RankState& state = ranks_[static_cast<size_t>(r)];
-      const auto [slot, opens] = FirstFit(state, sequences_[static_cast<size_t>(i)].length);
-      Add(state, i, slot, opens);
-      heap_.push({state.load, r});
+      const auto [slot, opens] = FirstFit(state, w.length);
+      Add(state, w, slot, opens);
+      ReplaceTop({state.load, r});
     }
   }
 
@@ -281,9 +327,10 @@ class Scheduler {
       } else if (move < from.placed.size()) {
         const double before = from.load + to.load;
         const Placed moved = Remove(from, move);
-        const auto [slot, opens] =
-            FirstFit(to, sequences_[static_cast<size_t>(moved.sequence)].length);
-        Add(to, moved.sequence, slot, opens);
+        const size_t s = static_cast<size_t>(moved.sequence);
+        const Whole whole = {sequences_[s].length, doc_s_[s], moved.sequence};
+        const auto [slot, opens] = FirstFit(to, whole.length);
+        Add(to, whole, slot, opens);
         total += from.load + to.load - before;  // micro-batches opened or emptied
       }
       by_load.insert({from.load, hi});
@@ -300,7 +347,7 @@ class Scheduler {
   std::vector<double> doc_s_;
   std::vector<RankState> ranks_;
   std::vector<RingPlacement> ring_placements_;
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap_;
+  std::vector<Entry> heap_;
   double target_ = 0.0;
 };
 

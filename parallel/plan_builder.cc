@@ -100,6 +100,8 @@ StepPlan BuildStepPlan(std::string planner, const std::vector<SequenceSpec>& seq
     int slot_count = static_cast<int>(slots.size());
     for (const Membership& m : mine) slot_count = std::max(slot_count, m.micro_batch + 1);
     std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+    // Forward and Backward per slot, one exchange per ring, GradSync.
+    actions.reserve(2 * static_cast<size_t>(slot_count) + mine.size() + 1);
     size_t next_ring = 0;  // memberships are already in ring id order, hence in slot order
     for (int slot = 0; slot < slot_count; ++slot) {
       Action forward;
@@ -126,6 +128,7 @@ StepPlan BuildStepPlan(std::string planner, const std::vector<SequenceSpec>& seq
         actions.push_back(std::move(exchange));
       }
       if (slot < static_cast<int>(slots.size())) {
+        forward.tokens.reserve(forward.tokens.size() + slots[static_cast<size_t>(slot)].size());
         for (const int64_t s : slots[static_cast<size_t>(slot)]) {
           const SequenceSpec& seq = sequences[static_cast<size_t>(s)];
           forward.tokens.push_back({seq.id, 0, seq.length});
