@@ -37,11 +37,14 @@ class ContextParallelAttention {
                                 const float* delta) = 0;
 };
 
-// Every member's token spans, in group order, learnt once per step with two small all-gathers.
+// Every member's token spans, in group order: learnt once per step with two small all-gathers,
+// or built without messages where every member already knows them all (from a StepPlan).
 class GroupTokens {
  public:
   static absl::StatusOr<GroupTokens> Gather(Communicator& comm, const Group& group,
                                             const TokenSpans& mine);
+  // From every member's spans, in group order; `me` is this member's index.
+  static GroupTokens FromMembers(int me, const std::vector<TokenSpans>& members);
 
   int group_size() const { return static_cast<int>(counts_.size()); }
   int me() const { return me_; }

@@ -80,8 +80,26 @@ absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(Communicato
     return WithContext(tokens.status(),
                        absl::StrFormat("ring attention over group %s", group.ToString()));
   }
+  return Create(comm, group, shape, *std::move(tokens), tag);
+}
+
+absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(Communicator& comm,
+                                                                     const Group& group,
+                                                                     const AttentionShape& shape,
+                                                                     GroupTokens tokens, int tag) {
+  if (tag < 0 || tag + kGradTagOffset > comm.max_tag()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ring attention tag %d: tags %d and %d must be in [0, %d]", tag, tag,
+        tag + kGradTagOffset, comm.max_tag()));
+  }
+  const std::optional<int> me = group.IndexOf(comm.rank());
+  if (!me.has_value() || *me != tokens.me() || tokens.group_size() != group.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ring attention over group %s: rank %d's token layout is for member %d of %d",
+        group.ToString(), comm.rank(), tokens.me(), tokens.group_size()));
+  }
   return std::unique_ptr<RingAttention>(
-      new RingAttention(comm, group, shape, *std::move(tokens), tag));
+      new RingAttention(comm, group, shape, std::move(tokens), tag));
 }
 
 RingAttention::RingAttention(Communicator& comm, Group group, const AttentionShape& shape,

@@ -31,6 +31,12 @@ class RingAttention : public ContextParallelAttention {
                                                                const Group& group,
                                                                const AttentionShape& shape,
                                                                const TokenSpans& spans, int tag);
+  // The same without messages, when every member's tokens are known (GroupTokens::FromMembers):
+  // rings planned per step need no collective to start.
+  static absl::StatusOr<std::unique_ptr<RingAttention>> Create(Communicator& comm,
+                                                               const Group& group,
+                                                               const AttentionShape& shape,
+                                                               GroupTokens tokens, int tag);
 
   absl::Status Forward(float* out, float* lse, const float* q, const float* k,
                        const float* v) override;

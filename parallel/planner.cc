@@ -1,0 +1,71 @@
+#include "parallel/planner.h"
+
+#include "absl/strings/str_format.h"
+#include "parallel/balance_scheduler.h"
+#include "parallel/hdp_planner.h"
+#include "parallel/ring_share.h"
+#include "parallel/static_planner.h"
+
+namespace loom {
+
+absl::StatusOr<PlannerKind> ParsePlannerKind(absl::string_view name) {
+  if (name == "hdp") return PlannerKind::kHdp;
+  if (name == "naive_hdp") return PlannerKind::kNaiveHdp;
+  if (name == "static") return PlannerKind::kStatic;
+  return absl::InvalidArgumentError(
+      absl::StrFormat("unknown planner '%s'; known: hdp, naive_hdp, static", name));
+}
+
+const char* PlannerKindName(PlannerKind kind) {
+  switch (kind) {
+    case PlannerKind::kHdp:
+      return "hdp";
+    case PlannerKind::kNaiveHdp:
+      return "naive_hdp";
+    case PlannerKind::kStatic:
+      return "static";
+  }
+  return "?";
+}
+
+absl::StatusOr<int> StaticCpSize(int world_size, int64_t capacity_tokens, int64_t longest) {
+  for (int cp = 1; cp <= world_size; ++cp) {
+    if (world_size % cp != 0) continue;
+    bool fits = true;
+    for (int m = 0; m < cp && fits; ++m) {
+      fits = TokenCount(ZigzagShare(0, longest, cp, m)) <= capacity_tokens;
+    }
+    if (fits) return cp;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "a sequence of %d tokens does not fit the static mesh: even all %d ranks hold %d tokens "
+      "each (capacity_tokens)",
+      longest, world_size, capacity_tokens));
+}
+
+absl::StatusOr<StepPlan> PlanStep(const std::vector<SequenceSpec>& sequences,
+                                  const PlannerOptions& options, const CostModel& cost) {
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    if (sequences[i].id != static_cast<int64_t>(i)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "sequence at index %d has id %d; ids must be 0..n-1 in batch order", i,
+          sequences[i].id));
+    }
+  }
+  switch (options.kind) {
+    case PlannerKind::kHdp:
+      return PlanBalancedHdp(sequences, HdpOptions{options.world_size, options.capacity_tokens},
+                             cost);
+    case PlannerKind::kNaiveHdp:
+      return PlanNaiveHdp(sequences, HdpOptions{options.world_size, options.capacity_tokens},
+                          cost);
+    case PlannerKind::kStatic:
+      return PlanStatic(sequences,
+                        StaticPlannerOptions{options.world_size, options.cp_size,
+                                             options.capacity_tokens},
+                        cost);
+  }
+  return absl::InvalidArgumentError("unknown planner kind");
+}
+
+}  // namespace loom

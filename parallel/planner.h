@@ -1,0 +1,45 @@
+// One entry point to the planners, so that `loom train`, `loom plan` and the tests choose a
+// planner by name and get the same plan for the same batch.
+#ifndef LOOM_PARALLEL_PLANNER_H_
+#define LOOM_PARALLEL_PLANNER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "parallel/cost_model.h"
+#include "parallel/step_plan.h"
+
+namespace loom {
+
+enum class PlannerKind {
+  kHdp,       // balanced hybrid data parallelism (balance_scheduler.h)
+  kNaiveHdp,  // the same dynamic mesh, sequences placed in batch order (hdp_planner.h)
+  kStatic,    // a fixed DP x CP mesh (static_planner.h)
+};
+
+absl::StatusOr<PlannerKind> ParsePlannerKind(absl::string_view name);  // "hdp", "naive_hdp", "static"
+const char* PlannerKindName(PlannerKind kind);
+
+struct PlannerOptions {
+  PlannerKind kind = PlannerKind::kHdp;
+  int world_size = 1;
+  int64_t capacity_tokens = 0;  // C: tokens per rank per micro-batch
+  int cp_size = 1;              // static only: ranks per context-parallel group
+};
+
+// The static mesh's context-parallel size for sequences of up to `longest` tokens: the fewest
+// ranks dividing world_size whose zigzag shares of such a sequence stay within C. Fails when even
+// the whole world is too small, naming the figures.
+absl::StatusOr<int> StaticCpSize(int world_size, int64_t capacity_tokens, int64_t longest);
+
+// The plan of one global batch. Sequence ids must be 0..n-1 in batch order (the executor finds a
+// sequence's tokens by its id).
+absl::StatusOr<StepPlan> PlanStep(const std::vector<SequenceSpec>& sequences,
+                                  const PlannerOptions& options, const CostModel& cost);
+
+}  // namespace loom
+
+#endif  // LOOM_PARALLEL_PLANNER_H_
