@@ -72,11 +72,28 @@ std::vector<Section> Schema(ExperimentConfig& c) {
       {"parallel",
        {
            {.key = "world_size", .value = &c.parallel.world_size, .constraint = kPositive},
+           {.key = "planner",
+            .value = &c.parallel.planner,
+            .choices = {"hdp", "naive_hdp", "static"}},
+           {.key = "capacity_tokens",
+            .value = &c.parallel.capacity_tokens,
+            .constraint = kNonNegative},
+           {.key = "cp_size", .value = &c.parallel.cp_size, .constraint = kNonNegative},
+           {.key = "zero", .value = &c.parallel.zero, .constraint = kNonNegative},
+           {.key = "cost_attention_s",
+            .value = &c.parallel.cost_attention_s,
+            .constraint = kNonNegative},
+           {.key = "cost_linear_s", .value = &c.parallel.cost_linear_s, .constraint = kNonNegative},
+           {.key = "cost_overhead_s",
+            .value = &c.parallel.cost_overhead_s,
+            .constraint = kNonNegative},
        }},
       {"runtime",
        {
            {.key = "threads", .value = &c.runtime.threads, .constraint = kNonNegative},
            {.key = "seed", .value = &c.runtime.seed},
+           {.key = "backend", .value = &c.runtime.backend, .choices = {"local", "mpi", "nccl"}},
+           {.key = "timeout_s", .value = &c.runtime.timeout_s, .constraint = kPositive},
        }},
       {"logging",
        {
@@ -232,6 +249,17 @@ class ConfigReader {
           absl::StrFormat("%s: data.eot_token (%d) must be below model.vocab_size (%d)",
                           WhereSet({"data.eot_token", "model.vocab_size", "data", "model"}),
                           config_.data.eot_token, config_.model.vocab_size));
+    }
+    const ParallelConfig& p = config_.parallel;
+    if (p.zero > 1) {
+      return Error(WhereSet({"parallel.zero", "parallel"}), "parallel.zero",
+                   absl::StrFormat("must be 0 or 1 (ZeRO stage 1), got %d", p.zero));
+    }
+    if (p.cp_size > 0 && p.world_size % p.cp_size != 0) {
+      return Error(WhereSet({"parallel.cp_size", "parallel.world_size", "parallel"}),
+                   "parallel.cp_size",
+                   absl::StrFormat("%d does not divide parallel.world_size (%d)", p.cp_size,
+                                   p.world_size));
     }
     return absl::OkStatus();
   }

@@ -31,11 +31,27 @@ struct OptimizerConfig {
 
 struct ParallelConfig {
   int world_size = 1;  // ranks the run is spread over
+  // How each step's global batch is spread over the ranks (parallel/planner.h): "hdp" (balanced
+  // hybrid data parallelism), "naive_hdp" (the same mesh, sequences placed in batch order) or
+  // "static" (a fixed DP x CP mesh).
+  std::string planner = "hdp";
+  int64_t capacity_tokens = 0;  // C, tokens per rank per micro-batch; 0 = data.max_doc_tokens
+  int cp_size = 0;  // static: ranks per context-parallel group; 0 = the fewest that fit
+  int zero = 0;     // 1: optimizer state sharded over the ranks (ZeRO stage 1)
+  // The planners' cost model T(s) = a*s^2 + b*s + c per layer (seconds); all 0 = derived from the
+  // model's FLOPs at this machine's sgemm rate. `scripts/bench.sh calibrate` measures them.
+  double cost_attention_s = 0.0;  // a
+  double cost_linear_s = 0.0;     // b
+  double cost_overhead_s = 0.0;   // c
 };
 
-struct RuntimeConfig {
-  int threads = 0;  // CPU threads for kernels; 0 = all cores
+// The `runtime:` section (named so as not to clash with runtime/config.h's RuntimeConfig, which
+// the trainer fills from it).
+struct RuntimeOptions {
+  int threads = 0;  // CPU threads for kernels per process; 0 = all cores
   uint64_t seed = 1234;  // weight initialisation
+  std::string backend = "local";  // local (ranks as threads), mpi (ranks as mpirun processes), nccl
+  double timeout_s = 300.0;  // longest any rank waits for its peers before failing
 };
 
 struct LoggingConfig {
@@ -56,7 +72,7 @@ struct ExperimentConfig {
   OptimizerConfig optimizer;
   LrSchedule schedule;  // total_steps is the length of the run
   ParallelConfig parallel;
-  RuntimeConfig runtime;
+  RuntimeOptions runtime;
   LoggingConfig logging;
   CheckpointConfig checkpoint;
 };

@@ -67,14 +67,15 @@ ProgressLine::ProgressLine(int64_t first_step, int64_t total_steps, std::FILE* o
       tty_(isatty(fileno(out)) != 0),
       start_(std::chrono::steady_clock::now()) {}
 
-void ProgressLine::Update(int64_t step, double loss, double lr, double tokens_per_s) {
+void ProgressLine::Update(int64_t step, double loss, double lr, double tokens_per_s,
+                          const std::string& extra) {
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const int64_t done = step - first_step_;
   const double eta = done > 0 ? elapsed / done * (total_steps_ - step) : -1;
   const std::string text = absl::StrFormat(
-      "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  elapsed %s  ETA %s", step, total_steps_, loss,
-      lr, tokens_per_s, FormatDuration(elapsed), FormatDuration(eta));
+      "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s%s  elapsed %s  ETA %s", step, total_steps_,
+      loss, lr, tokens_per_s, extra, FormatDuration(elapsed), FormatDuration(eta));
   if (tty_) {
     std::fprintf(out_, "\r\033[K%s", text.c_str());
     line_open_ = true;

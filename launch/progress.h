@@ -38,7 +38,9 @@ class ProgressLine {
   // total_steps: the run's length; first_step: where this process started (for the ETA).
   ProgressLine(int64_t first_step, int64_t total_steps, std::FILE* out = stdout);
   // Shows the state after `step` steps.
-  void Update(int64_t step, double loss, double lr, double tokens_per_s);
+  // `extra` is appended as it is (say, the mesh's balance).
+  void Update(int64_t step, double loss, double lr, double tokens_per_s,
+              const std::string& extra = "");
   // Prints a message on its own line (the progress line, on a terminal, is kept below it).
   void Message(const std::string& text);
   void Finish();

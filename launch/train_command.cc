@@ -31,34 +31,30 @@ int TrainCommand(const std::vector<std::string>& args) {
               "loom train --resume RUN_DIR                      continue it from its newest checkpoint");
     return 0;
   }
-  absl::StatusOr<std::unique_ptr<Trainer>> trainer;
-  if (cl->Has("resume")) {
+  const bool resume = cl->Has("resume");
+  absl::StatusOr<ExperimentConfig> config;
+  if (resume) {
     if (cl->Has("config") || !cl->positional().empty()) {
       std::fprintf(stderr, "loom train: --resume continues with the run's saved config; it takes "
                            "no --config or overrides\n");
       return 2;
     }
-    trainer = Trainer::Resume(*cl->Get("resume"));
+    config = LoadRunConfig(*cl->Get("resume"));
   } else {
     absl::StatusOr<std::string> path = cl->Required("config");
     if (!path.ok()) {
       std::fprintf(stderr, "%s\n", std::string(path.status().message()).c_str());
       return 2;
     }
-    absl::StatusOr<ExperimentConfig> config = LoadExperimentConfig(*path, cl->positional());
-    if (!config.ok()) {
-      std::fprintf(stderr, "loom train: %s\n", std::string(config.status().message()).c_str());
-      return 2;
-    }
-    trainer = Trainer::Create(*config);
+    config = LoadExperimentConfig(*path, cl->positional());
   }
-  if (!trainer.ok()) {
-    std::fprintf(stderr, "loom train: %s\n", std::string(trainer.status().message()).c_str());
-    return 1;
+  if (!config.ok()) {
+    std::fprintf(stderr, "loom train: %s\n", std::string(config.status().message()).c_str());
+    return 2;
   }
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  const absl::Status s = (*trainer)->Run(&g_stop);
+  const absl::Status s = RunTraining(*config, resume, &g_stop);
   if (!s.ok()) {
     std::fprintf(stderr, "loom train: %s\n", std::string(s.message()).c_str());
     return 1;

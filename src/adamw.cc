@@ -1,13 +1,22 @@
 #include "src/adamw.h"
 
+#include <algorithm>
+#include <cassert>
 #include <cmath>
 
 namespace loom {
 
 AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& config, Allocator* allocator)
-    : config_(config), m_(layout.total_numel(), allocator), v_(layout.total_numel(), allocator) {
+    : AdamW(layout, config, 0, layout.total_numel(), allocator) {}
+
+AdamW::AdamW(const ParamLayout& layout, const AdamWConfig& config, size_t begin, size_t end,
+             Allocator* allocator)
+    : config_(config), begin_(begin), end_(end), m_(end - begin, allocator),
+      v_(end - begin, allocator) {
+  assert(begin <= end && end <= layout.total_numel());
   for (const ParamEntry& e : layout.entries()) {
-    ranges_.push_back(Range{e.offset, e.offset + e.numel, e.shape.size() >= 2});
+    const size_t lo = std::max(begin, e.offset), hi = std::min(end, e.offset + e.numel);
+    if (lo < hi) ranges_.push_back(Range{lo - begin, hi - begin, e.shape.size() >= 2});
   }
 }
 

@@ -49,9 +49,8 @@ TEST(CheckpointReference, PyTorchComputesTheSameLossAsLoomEval) {
   c.schedule.total_steps = 3;
   c.logging.run_dir = (root / "run").string();
   c.logging.val_every = 0;
-  auto trainer = Trainer::Create(c);
-  ASSERT_TRUE(trainer.ok()) << trainer.status();
-  ASSERT_TRUE((*trainer)->Run(nullptr).ok());
+  const absl::Status trained = RunTraining(c, false, nullptr);
+  ASSERT_TRUE(trained.ok()) << trained;
   auto ckpt = LatestCheckpoint(c.logging.run_dir);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
 

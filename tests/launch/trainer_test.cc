@@ -67,6 +67,17 @@ class TrainerTest : public testing::Test {
     return c;
   }
 
+  // `ranks` local ranks under the balanced hdp planner with C small enough for rings.
+  static ExperimentConfig MultiRank(ExperimentConfig c, int ranks, int zero) {
+    c.parallel.world_size = ranks;
+    c.parallel.capacity_tokens = 128;
+    c.parallel.zero = zero;
+    return c;
+  }
+
+  void ExpectResumeRepeatsLosses(const ExperimentConfig& full_config,
+                                 const ExperimentConfig& part_config);
+
   static std::vector<nlohmann::json> Metrics(const fs::path& run) {
     std::vector<nlohmann::json> out;
     std::ifstream in(run / "metrics.jsonl");
@@ -78,9 +89,8 @@ class TrainerTest : public testing::Test {
 };
 
 TEST_F(TrainerTest, LossFallsAndEveryMetricIsRecorded) {
-  auto t = Trainer::Create(Config("run"));
-  ASSERT_TRUE(t.ok()) << t.status();
-  ASSERT_TRUE((*t)->Run(nullptr).ok());
+  const absl::Status s = RunTraining(Config("run"), false, nullptr);
+  ASSERT_TRUE(s.ok()) << s;
   const auto m = Metrics(root_ / "run");
   ASSERT_EQ(m.size(), 8u);
   for (const char* key : {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s",
@@ -98,21 +108,29 @@ TEST_F(TrainerTest, LossFallsAndEveryMetricIsRecorded) {
 }
 
 TEST_F(TrainerTest, ResumedRunRepeatsLossesBitForBit) {
-  auto full = Trainer::Create(Config("full"));
-  ASSERT_TRUE(full.ok()) << full.status();
-  ASSERT_TRUE((*full)->Run(nullptr).ok());
-  const auto want = Metrics(root_ / "full");
+  ExpectResumeRepeatsLosses(Config("full"), Config("part"));
+}
+
+// The same with 3 ranks, rings and the optimizer state sharded over the ranks: the gathered
+// checkpoint must restore every shard.
+TEST_F(TrainerTest, ShardedMultiRankRunResumesBitForBit) {
+  ExpectResumeRepeatsLosses(MultiRank(Config("full"), 3, 1), MultiRank(Config("part"), 3, 1));
+}
+
+void TrainerTest::ExpectResumeRepeatsLosses(const ExperimentConfig& full_config,
+                                            const ExperimentConfig& part_config) {
+  ASSERT_TRUE(RunTraining(full_config, false, nullptr).ok());
+  const auto want = Metrics(full_config.logging.run_dir);
 
   // The same run, stopped after its step-4 checkpoint: drop the later checkpoint, then resume.
-  auto part = Trainer::Create(Config("part"));
-  ASSERT_TRUE(part.ok());
-  ASSERT_TRUE((*part)->Run(nullptr).ok());
-  fs::remove_all(root_ / "part" / "checkpoints" / "step-00000008");
-  auto resumed = Trainer::Resume((root_ / "part").string());
-  ASSERT_TRUE(resumed.ok()) << resumed.status();
-  EXPECT_EQ((*resumed)->step(), 4);
-  ASSERT_TRUE((*resumed)->Run(nullptr).ok());
-  const auto got = Metrics(root_ / "part");
+  const fs::path part = part_config.logging.run_dir;
+  ASSERT_TRUE(RunTraining(part_config, false, nullptr).ok());
+  fs::remove_all(part / "checkpoints" / "step-00000008");
+  absl::StatusOr<ExperimentConfig> saved = LoadRunConfig(part.string());
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  const absl::Status resumed = RunTraining(*saved, true, nullptr);
+  ASSERT_TRUE(resumed.ok()) << resumed;
+  const auto got = Metrics(part);
   ASSERT_EQ(got.size(), want.size()) << "metrics of recomputed steps must replace, not repeat";
   for (size_t i = 0; i < want.size(); ++i) {
     EXPECT_EQ(got[i]["step"], want[i]["step"]);
@@ -122,11 +140,39 @@ TEST_F(TrainerTest, ResumedRunRepeatsLossesBitForBit) {
   }
 }
 
+// Several local ranks under each planner (and with ZeRO-1) train the same model as one rank: the
+// same losses up to fp32 reassociation, step after step.
+TEST_F(TrainerTest, MultiRankRunsMatchSingleRankLosses) {
+  ASSERT_TRUE(RunTraining(Config("single"), false, nullptr).ok());
+  const auto want = Metrics(root_ / "single");
+  struct Variant {
+    const char* name;
+    int ranks;
+    const char* planner;
+    int zero;
+  };
+  for (const Variant& v : {Variant{"hdp4", 4, "hdp", 0}, Variant{"naive3", 3, "naive_hdp", 0},
+                           Variant{"static4", 4, "static", 0}, Variant{"zero3", 3, "hdp", 1}}) {
+    SCOPED_TRACE(v.name);
+    ExperimentConfig c = MultiRank(Config(v.name), v.ranks, v.zero);
+    c.parallel.planner = v.planner;
+    const absl::Status s = RunTraining(c, false, nullptr);
+    ASSERT_TRUE(s.ok()) << s;
+    const auto got = Metrics(root_ / v.name);
+    ASSERT_EQ(got.size(), want.size());
+    int rings = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      const double w = want[i]["loss"].get<double>();
+      EXPECT_NEAR(got[i]["loss"].get<double>(), w, 1e-4 * w) << "step " << i + 1;
+      rings += got[i]["rings"].get<int>();
+    }
+    EXPECT_GT(rings, 0) << "C = 128 with documents up to 256 tokens must make rings";
+  }
+}
+
 TEST_F(TrainerTest, StopRequestWritesACheckpointAndResumeFinishes) {
   ExperimentConfig c = Config("stopped");
   c.checkpoint.every = 0;  // only the stop and the end write checkpoints
-  auto t = Trainer::Create(c);
-  ASSERT_TRUE(t.ok());
   std::atomic<bool> stop{false};
   std::thread watcher([&] {
     // Ask to stop once two steps are logged, as SIGINT would.
@@ -135,40 +181,37 @@ TEST_F(TrainerTest, StopRequestWritesACheckpointAndResumeFinishes) {
     }
     stop = true;
   });
-  ASSERT_TRUE((*t)->Run(&stop).ok());
+  const absl::Status s = RunTraining(c, false, &stop);
   watcher.join();
-  const int64_t stopped_at = (*t)->step();
+  ASSERT_TRUE(s.ok()) << s;
+  const int64_t stopped_at = static_cast<int64_t>(Metrics(root_ / "stopped").size());
   EXPECT_GE(stopped_at, 2);
   EXPECT_LT(stopped_at, 8);
   auto latest = LatestCheckpoint((root_ / "stopped").string());
   ASSERT_TRUE(latest.ok());
   EXPECT_EQ(fs::path(*latest).filename(), absl::StrFormat("step-%08d", stopped_at));
-  auto resumed = Trainer::Resume((root_ / "stopped").string());
-  ASSERT_TRUE(resumed.ok()) << resumed.status();
-  ASSERT_TRUE((*resumed)->Run(nullptr).ok());
-  EXPECT_EQ((*resumed)->step(), 8);
+  const absl::Status resumed = RunTraining(*LoadRunConfig((root_ / "stopped").string()), true,
+                                          nullptr);
+  ASSERT_TRUE(resumed.ok()) << resumed;
   EXPECT_EQ(Metrics(root_ / "stopped").size(), 8u);
 }
 
 TEST_F(TrainerTest, RefusesToOverwriteARunAndNamesMissingData) {
-  auto t = Trainer::Create(Config("run"));
-  ASSERT_TRUE(t.ok());
-  ASSERT_TRUE((*t)->Run(nullptr).ok());
-  auto again = Trainer::Create(Config("run"));
+  ASSERT_TRUE(RunTraining(Config("run"), false, nullptr).ok());
+  // Rank 0 owns the run folder; the other ranks must learn of its failure and not wait.
+  const absl::Status again = RunTraining(MultiRank(Config("run"), 2, 0), false, nullptr);
   ASSERT_FALSE(again.ok());
-  EXPECT_NE(again.status().message().find("--resume"), std::string::npos) << again.status();
+  EXPECT_NE(again.message().find("--resume"), std::string::npos) << again;
 
   ExperimentConfig bad = Config("other");
   bad.data.train = (root_ / "nowhere" / "train").string();
-  auto missing = Trainer::Create(bad);
+  const absl::Status missing = RunTraining(bad, false, nullptr);
   ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.status().message().find("data.train"), std::string::npos) << missing.status();
+  EXPECT_NE(missing.message().find("data.train"), std::string::npos) << missing;
 }
 
 TEST_F(TrainerTest, DamagedCheckpointIsSkippedForTheLastGoodOne) {
-  auto t = Trainer::Create(Config("run"));
-  ASSERT_TRUE(t.ok());
-  ASSERT_TRUE((*t)->Run(nullptr).ok());
+  ASSERT_TRUE(RunTraining(Config("run"), false, nullptr).ok());
   const fs::path newest = root_ / "run" / "checkpoints" / "step-00000008";
   fs::resize_file(newest / "model.safetensors", 100);
   EXPECT_FALSE(VerifyCheckpoint(newest.string()).ok());
