@@ -1,7 +1,7 @@
-// `loom train` under `mpirun -np 4` with the mpi backend and the balanced hdp planner (rings
-// included), with and without ZeRO-1, against single-rank training of the same config: 30 steps
-// whose losses agree within 1e-4 relative (fp32 reassociation compounds over steps; DESIGN.md
-// section 4).
+// `loom train` under `mpirun -np 4` with the mpi backend against single-rank training of the same
+// config: the balanced hdp planner (rings included) with and without ZeRO-1, and the static mesh;
+// 30 steps each, whose losses agree within 1e-4 relative (fp32 reassociation compounds over steps;
+// DESIGN.md section 4).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,13 +69,19 @@ TEST(TrainMpirunTest, FourProcessesUnderHdpReproduceSingleRankLosses) {
 
   const auto want = Metrics(root / "single");
   ASSERT_EQ(want.size(), 30u);
-  // Plain gradient all-reduce, then the optimizer state sharded over the 4 processes (ZeRO-1).
-  for (int zero : {0, 1}) {
-    SCOPED_TRACE(absl::StrFormat("parallel.zero %d", zero));
-    const std::string name = absl::StrFormat("mpi-zero%d", zero);
+  // hdp with a plain gradient all-reduce, then with the optimizer state sharded over the 4
+  // processes (ZeRO-1), then the static mesh.
+  struct Variant {
+    const char* planner;
+    int zero;
+  };
+  for (const Variant& v : {Variant{"hdp", 0}, Variant{"hdp", 1}, Variant{"static", 0}}) {
+    const int zero = v.zero;
+    const std::string name = absl::StrFormat("mpi-%s-zero%d", v.planner, zero);
+    SCOPED_TRACE(name);
     c.logging.run_dir = (root / name).string();
     c.parallel.world_size = 4;
-    c.parallel.planner = "hdp";
+    c.parallel.planner = v.planner;
     c.parallel.capacity_tokens = 96;  // documents of up to 256 tokens need rings of up to 3 ranks
     c.parallel.zero = zero;
     c.runtime.backend = "mpi";
@@ -108,9 +114,8 @@ TEST(TrainMpirunTest, FourProcessesUnderHdpReproduceSingleRankLosses) {
     }
     EXPECT_GT(rings, 0) << "the batches must exercise ring attention across processes";
     EXPECT_LT(got.back()["loss"].get<double>(), want.front()["loss"].get<double>() - 0.5);
-    std::printf("30 steps on 4 mpi ranks, zero %d: %d rings, worst loss difference %.2e "
-                "relative\n",
-                zero, rings, worst);
+    std::printf("30 steps on 4 mpi ranks, %s: %d rings, worst loss difference %.2e relative\n",
+                name.c_str(), rings, worst);
   }
   fs::remove_all(root);
 }
