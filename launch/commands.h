@@ -12,6 +12,7 @@ int TrainCommand(const std::vector<std::string>& args);
 int PrepCommand(const std::vector<std::string>& args);
 int EvalCommand(const std::vector<std::string>& args);
 int InspectCommand(const std::vector<std::string>& args);
+int PlanCommand(const std::vector<std::string>& args);
 
 }  // namespace loom
 

@@ -6,7 +6,7 @@
 #include "launch/command_line.h"
 #include "launch/commands.h"
 #include "launch/evaluate.h"
-#include "launch/trainer.h"
+#include "launch/training_data.h"
 #include "nlohmann/json.hpp"
 
 namespace loom {

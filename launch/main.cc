@@ -19,7 +19,9 @@ constexpr char kUsage[] =
     "  eval     --checkpoint DIR --data SHARDS [--tokens N]\n"
     "           mean token loss of a checkpoint on data (JSON on the last line)\n"
     "  inspect  PATH\n"
-    "           a shard (tokens, documents, length histogram) or a checkpoint (tensors, step)\n";
+    "           a shard (tokens, documents, length histogram) or a checkpoint (tensors, step)\n"
+    "  plan     --config FILE [--steps N] --out DIR [key.path=value ...]\n"
+    "           plan the first N steps' batches: figures per step, plan JSON, Chrome traces\n";
 
 }  // namespace
 
@@ -35,6 +37,7 @@ int main(int argc, char** argv) {
   if (command == "prep") return loom::PrepCommand(args);
   if (command == "eval") return loom::EvalCommand(args);
   if (command == "inspect") return loom::InspectCommand(args);
+  if (command == "plan") return loom::PlanCommand(args);
   std::fprintf(stderr, "loom: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "launch/evaluate.h"
 #include "launch/parallel_setup.h"
+#include "launch/training_data.h"
 #include "parallel/context_parallel_attention.h"
 #include "parallel/plan_metrics.h"
 #include "parallel/plan_validator.h"
@@ -31,58 +32,7 @@ int ResolveThreads(int requested) {
   return cores > 0 ? static_cast<int>(cores) : 1;
 }
 
-absl::StatusOr<std::unique_ptr<TokenDataset>> OpenDataset(const std::string& spec,
-                                                          const std::string& field,
-                                                          const ExperimentConfig& c) {
-  LOOM_ASSIGN_OR_RETURN(std::vector<std::string> paths, ResolveShards(spec, field));
-  DatasetOptions options;
-  options.vocab_size = c.model.vocab_size;
-  options.eot_token = static_cast<uint32_t>(c.data.eot_token);
-  absl::StatusOr<TokenDataset> ds = TokenDataset::Open(paths, options);
-  if (!ds.ok()) {
-    return absl::Status(ds.status().code(), absl::StrFormat("%s: %s", field, ds.status().message()));
-  }
-  return std::make_unique<TokenDataset>(std::move(ds).value());
-}
-
-BatchSamplerConfig SamplerConfig(const DataConfig& d) {
-  BatchSamplerConfig s;
-  s.tokens_per_batch = d.tokens_per_step;
-  s.max_sequence_length = d.max_doc_tokens;
-  s.oversize = d.long_docs == "reject" ? OversizePolicy::kReject : OversizePolicy::kSplit;
-  s.seed = d.seed;
-  return s;
-}
-
 }  // namespace
-
-absl::StatusOr<std::vector<std::string>> ResolveShards(const std::string& spec,
-                                                       const std::string& field) {
-  std::error_code ec;
-  if (spec.empty()) return absl::InvalidArgumentError(absl::StrFormat("%s is empty", field));
-  std::vector<std::string> paths;
-  if (fs::is_regular_file(spec, ec)) {
-    paths.push_back(spec);
-  } else if (fs::is_directory(spec, ec)) {
-    for (const auto& e : fs::directory_iterator(spec, ec)) {
-      if (e.is_regular_file() && e.path().extension() == ".bin") paths.push_back(e.path().string());
-    }
-    std::sort(paths.begin(), paths.end());
-  } else {
-    const fs::path p(spec);
-    absl::StatusOr<std::vector<std::string>> listed =
-        ListShards(p.parent_path().empty() ? "." : p.parent_path().string(),
-                   p.filename().string());
-    if (listed.ok()) paths = *listed;
-  }
-  if (paths.empty()) {
-    return absl::NotFoundError(absl::StrFormat(
-        "%s: '%s' names no shard (a .bin file, a folder of .bin files, or a prefix DIR/NAME of "
-        "DIR/NAME_*.bin); run `loom prep` first?",
-        field, spec));
-  }
-  return paths;
-}
 
 absl::StatusOr<ExperimentConfig> LoadRunConfig(const std::string& run_dir) {
   LOOM_ASSIGN_OR_RETURN(std::string ckpt, LatestCheckpoint(run_dir));
@@ -197,15 +147,8 @@ absl::Status Trainer::Open() {
   if (!c.data.val.empty() && lead()) {
     LOOM_ASSIGN_OR_RETURN(val_, OpenDataset(c.data.val, "data.val", c));
   }
-  const std::vector<int64_t> lengths = train_->DocumentLengths();
-  absl::StatusOr<BatchSampler> sampler = BatchSampler::Create(
-      lengths, SamplerConfig(c.data),
-      [this](int64_t d) { return train_->DescribeDocument(d); });
-  if (!sampler.ok()) {
-    return absl::Status(sampler.status().code(),
-                        absl::StrFormat("data.train: %s", sampler.status().message()));
-  }
-  sampler_ = std::make_unique<BatchSampler>(std::move(sampler).value());
+  LOOM_ASSIGN_OR_RETURN(BatchSampler sampler, TrainingSampler(*train_, c.data));
+  sampler_ = std::make_unique<BatchSampler>(std::move(sampler));
   if (val_) {
     // Read once: every validation pass scores the same batches.
     val_batches_ = EvalBatches(*val_, EvalOptions{c.logging.val_tokens, c.data.max_doc_tokens,

@@ -28,6 +28,7 @@
 #include "launch/checkpoint.h"
 #include "launch/experiment_config.h"
 #include "launch/progress.h"
+#include "launch/training_data.h"
 #include "parallel/cost_model.h"
 #include "parallel/planner.h"
 #include "parallel/sharded_adamw.h"
@@ -37,11 +38,6 @@
 #include "src/model.h"
 
 namespace loom {
-
-// Shard paths named by a data.train / data.val value: a shard file, a folder (every *.bin in
-// it), or a prefix path "DIR/NAME" (DIR/NAME_*.bin, as `loom prep` writes them).
-absl::StatusOr<std::vector<std::string>> ResolveShards(const std::string& spec,
-                                                       const std::string& field);
 
 // The config a run in `run_dir` was started with (from its newest complete checkpoint), with
 // logging.run_dir set to run_dir (the run may have been moved).

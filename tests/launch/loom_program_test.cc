@@ -1,5 +1,5 @@
-// The `loom` program as a user runs it: exit codes, messages on bad input, and Ctrl-C during
-// training leaving a checkpoint to resume from.
+// The `loom` program as a user runs it: exit codes, messages on bad input, Ctrl-C during
+// training leaving a checkpoint to resume from, and `loom plan` writing plans that read back.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -15,6 +15,12 @@
 
 #include "absl/strings/str_format.h"
 #include "launch/checkpoint.h"
+#include "launch/experiment_config.h"
+#include "launch/parallel_setup.h"
+#include "nlohmann/json.hpp"
+#include "parallel/plan_json.h"
+#include "parallel/plan_metrics.h"
+#include "parallel/plan_validator.h"
 
 namespace loom {
 namespace {
@@ -27,8 +33,8 @@ struct Result {
   std::string output;  // stdout and stderr
 };
 
-Result RunLoom(const std::string& args) {
-  const std::string cmd = kLoom + " " + args + " 2>&1";
+Result RunShell(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   Result r{-1, ""};
   if (pipe == nullptr) return r;
@@ -37,6 +43,20 @@ Result RunLoom(const std::string& args) {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+Result RunLoom(const std::string& args) { return RunShell(kLoom + " " + args); }
+
+nlohmann::json ReadJson(const fs::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+}
+
+// The last line of a command's output (the JSON summary commands print).
+std::string LastLine(const std::string& output) {
+  std::string text = output;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text.substr(text.rfind('\n') + 1);
 }
 
 class LoomProgramTest : public testing::Test {
@@ -60,8 +80,16 @@ class LoomProgramTest : public testing::Test {
         root_.string(), root_.string());
   }
   void TearDown() override { fs::remove_all(root_); }
+  void Prep() {
+    const Result prep = RunLoom(absl::StrFormat("prep --input %s/corpus --output %s/data",
+                                                root_.string(), root_.string()));
+    ASSERT_EQ(prep.exit_code, 0) << prep.output;
+  }
   fs::path root_;
 };
+
+// Four ranks with C = 64 tokens: the 256-token pieces of the corpus's longer documents need rings.
+constexpr char kPlanOverrides[] = "parallel.world_size=4 parallel.capacity_tokens=64";
 
 TEST_F(LoomProgramTest, CtrlCDuringTrainingLeavesAUsableCheckpoint) {
   const Result prep = RunLoom(absl::StrFormat("prep --input %s/corpus --output %s/data",
@@ -122,6 +150,110 @@ TEST_F(LoomProgramTest, BadInputIsAClearErrorNotACrash) {
   const Result shard = RunLoom(absl::StrFormat("inspect %s/exp.yaml", root_.string()));
   EXPECT_EQ(shard.exit_code, 1);
   EXPECT_NE(shard.output.find("exp.yaml"), std::string::npos) << shard.output;
+}
+
+TEST_F(LoomProgramTest, PlanWritesPlansThatReadBackAndMatchTheFiguresPrinted) {
+  ASSERT_NO_FATAL_FAILURE(Prep());
+  const fs::path out = root_ / "plans";
+  const Result plan = RunLoom(absl::StrFormat("plan --config %s/exp.yaml --steps 2 --out %s %s",
+                                              root_.string(), out.string(), kPlanOverrides));
+  ASSERT_EQ(plan.exit_code, 0) << plan.output;
+  EXPECT_NE(plan.output.find("scripts/plot_plan.py"), std::string::npos) << plan.output;
+
+  absl::StatusOr<ExperimentConfig> config = LoadExperimentConfig(
+      (root_ / "exp.yaml").string(), {"parallel.world_size=4", "parallel.capacity_tokens=64"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const CostModel cost = CostModelFromConfig(*config);
+  double balance_max = 0.0;
+  int rings = 0;
+  for (int step = 1; step <= 2; ++step) {
+    const nlohmann::json json = ReadJson(out / absl::StrFormat("step-%06d.plan.json", step));
+    ASSERT_FALSE(json.is_discarded()) << "step " << step;
+    absl::StatusOr<StepPlan> parsed = PlanFromJson(json);
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(PlanToJson(*parsed), json) << "step " << step;
+    EXPECT_EQ(parsed->world_size(), 4);
+    EXPECT_TRUE(ValidatePlan(*parsed, cost).ok());
+    const PlanMetrics metrics = MeasurePlan(*parsed, cost);
+    balance_max = std::max(balance_max, metrics.balance());
+    rings += metrics.rings;
+    // The step's line shows the balance of the plan written, to the digits printed.
+    const std::string prefix = absl::StrFormat("step %d: hdp, %d sequences", step,
+                                               parsed->sequences.size());
+    const size_t line = plan.output.find(prefix);
+    ASSERT_NE(line, std::string::npos) << plan.output;
+    const size_t at = plan.output.find("balance ", line);
+    ASSERT_NE(at, std::string::npos) << plan.output;
+    EXPECT_NEAR(std::stod(plan.output.substr(at + 8, 6)), metrics.balance(), 5e-5) << plan.output;
+
+    const nlohmann::json trace = ReadJson(out / absl::StrFormat("step-%06d.trace.json", step));
+    ASSERT_FALSE(trace.is_discarded());
+    EXPECT_GT(trace["traceEvents"].size(), 4u);
+  }
+  EXPECT_GT(rings, 0) << "C = 64 should need rings for 256-token sequences";
+  EXPECT_NE(plan.output.find("(sizes "), std::string::npos) << plan.output;
+  const nlohmann::json summary = nlohmann::json::parse(LastLine(plan.output), nullptr, false);
+  ASSERT_FALSE(summary.is_discarded()) << plan.output;
+  EXPECT_EQ(summary["steps"], 2);
+  EXPECT_DOUBLE_EQ(summary["balance_max"].get<double>(), balance_max);
+  EXPECT_TRUE(summary.contains("plan_ms_median"));
+}
+
+TEST_F(LoomProgramTest, PlanErrorsNameTheCulpritAndWriteNothing) {
+  const fs::path out = root_ / "plans";
+  const std::string plan = absl::StrFormat("plan --config %s/exp.yaml --out %s ", root_.string(),
+                                           out.string());
+  const Result no_data = RunLoom(plan + kPlanOverrides);
+  EXPECT_EQ(no_data.exit_code, 1) << no_data.output;
+  EXPECT_NE(no_data.output.find("data.train"), std::string::npos) << no_data.output;
+  ASSERT_NO_FATAL_FAILURE(Prep());
+
+  const Result planner = RunLoom(plan + "parallel.planner=balanced");
+  EXPECT_EQ(planner.exit_code, 2) << planner.output;
+  EXPECT_NE(planner.output.find("parallel.planner"), std::string::npos) << planner.output;
+  // 4 ranks x 16 tokens cannot hold a 256-token sequence.
+  const Result capacity = RunLoom(plan + "parallel.world_size=4 parallel.capacity_tokens=16");
+  EXPECT_EQ(capacity.exit_code, 2) << capacity.output;
+  EXPECT_NE(capacity.output.find("parallel.capacity_tokens"), std::string::npos)
+      << capacity.output;
+  // A static mesh forced to one rank per group cannot hold any sequence longer than C: the error
+  // names a sequence and where it comes from.
+  const Result too_long = RunLoom(plan + kPlanOverrides +
+                                  " parallel.planner=static parallel.cp_size=1");
+  EXPECT_EQ(too_long.exit_code, 1) << too_long.output;
+  EXPECT_NE(too_long.output.find("sequence"), std::string::npos) << too_long.output;
+  EXPECT_NE(too_long.output.find("train_000000.bin"), std::string::npos) << too_long.output;
+  const Result usage = RunLoom(plan + "--steps 0");
+  EXPECT_EQ(usage.exit_code, 2) << usage.output;
+  EXPECT_NE(usage.output.find("--steps"), std::string::npos) << usage.output;
+  EXPECT_FALSE(fs::exists(out)) << "a failed plan must leave nothing behind";
+}
+
+TEST_F(LoomProgramTest, PlotPlanDrawsATrace) {
+  // The interpreter CMake found for the PyTorch tests: Debian's, where python3-matplotlib goes.
+  const std::string python = LOOM_TORCH_PYTHON;
+  if (RunShell(python + " -c 'import matplotlib'").exit_code != 0) {
+    GTEST_SKIP() << python << " has no matplotlib (Debian python3-matplotlib; scripts/setup.sh "
+                              "installs it)";
+  }
+  ASSERT_NO_FATAL_FAILURE(Prep());
+  const fs::path out = root_ / "plans";
+  const Result plan = RunLoom(absl::StrFormat("plan --config %s/exp.yaml --out %s %s",
+                                              root_.string(), out.string(), kPlanOverrides));
+  ASSERT_EQ(plan.exit_code, 0) << plan.output;
+  const fs::path png = out / "step-000001.png";
+  const std::string script = std::string(LOOM_SOURCE_DIR) + "/scripts/plot_plan.py";
+  const Result plot = RunShell(absl::StrFormat(
+      "%s %s %s %s", python, script, (out / "step-000001.trace.json").string(), png.string()));
+  ASSERT_EQ(plot.exit_code, 0) << plot.output;
+  std::ifstream in(png, std::ios::binary);
+  std::string magic(8, '\0');
+  in.read(magic.data(), 8);
+  EXPECT_EQ(magic, "\x89PNG\r\n\x1a\n") << "not a PNG: " << png;
+  const Result bad = RunShell(
+      absl::StrFormat("%s %s %s %s", python, script, (root_ / "exp.yaml").string(), png.string()));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("exp.yaml"), std::string::npos) << bad.output;
 }
 
 }  // namespace
