@@ -33,9 +33,10 @@ struct ParallelConfig {
   int world_size = 1;  // ranks the run is spread over
   // How each step's global batch is spread over the ranks (parallel/planner.h): "hdp" (balanced
   // hybrid data parallelism), "naive_hdp" (the same mesh, sequences placed in batch order) or
-  // "static" (a fixed DP x CP mesh).
+  // "static" (a fixed DP x CP mesh) or "chunkflow" (chunks of C tokens, data parallel).
   std::string planner = "hdp";
   int64_t capacity_tokens = 0;  // C, tokens per rank per micro-batch; 0 = data.max_doc_tokens
+  int chunk_keep = 0;  // chunkflow: K, chunks of a sequence that keep activations; 0 = all
   int cp_size = 0;  // static: ranks per context-parallel group; 0 = the fewest that fit
   int zero = 0;     // 1: optimizer state sharded over the ranks (ZeRO stage 1)
   // The planners' cost model T(s) = a*s^2 + b*s + c per layer (seconds); all 0 = derived from the

@@ -50,6 +50,8 @@ absl::StatusOr<PlannerOptions> PlannerOptionsFromConfig(const ExperimentConfig& 
       }
       options.cp_size = *cp;
     }
+  } else if (options.kind == PlannerKind::kChunkFlow) {
+    options.chunk_keep = p.chunk_keep;  // chunks take sequences of any length
   } else if (options.capacity_tokens * p.world_size < config.data.max_doc_tokens) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "parallel.capacity_tokens: %d ranks x %d tokens cannot hold a sequence of "

@@ -16,6 +16,8 @@ double ActionSeconds(const Action& a, const CostModel& cost, int world_size) {
       return cost.MicroBatchSeconds(a.tokens) * (1.0 - cost.backward_fraction);
     case ActionKind::kBackward:
       return cost.MicroBatchSeconds(a.tokens) * cost.backward_fraction;
+    case ActionKind::kRecompute:
+      return cost.MicroBatchSeconds(a.tokens) * (1.0 - cost.backward_fraction);
     case ActionKind::kRingExchange:
       return cost.RingSeconds(a.ring, a.bytes_per_step);
     case ActionKind::kGradSync:
@@ -30,6 +32,8 @@ std::string SliceName(const Action& a) {
       return absl::StrFormat("F%d", a.micro_batch);
     case ActionKind::kBackward:
       return absl::StrFormat("B%d", a.micro_batch);
+    case ActionKind::kRecompute:
+      return absl::StrFormat("R%d", a.micro_batch);
     case ActionKind::kRingExchange:
       return absl::StrFormat("ring %d", a.ring_id);
     case ActionKind::kGradSync:

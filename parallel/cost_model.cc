@@ -34,6 +34,15 @@ CostModel CostModel::FromModelConfig(const ModelConfig& model, const HardwareSpe
   cost.activation_bytes_per_token =
       static_cast<int64_t>(saved_per_layer * layers * hardware.bytes_per_element);
   cost.kv_bytes_per_token = static_cast<int64_t>(2 * kv * hardware.bytes_per_element);
+  // As the model's code allocates them (src/model.cc): the forward holds x, its gradient, the
+  // final norm's output and gradient (4d per token) and the logits of up to 512 rows; a layer's
+  // backward holds the gradient (d) and one scratch block.
+  const double backward_scratch =
+      std::max(3 * ffn, q + kv) + d + 2 * q + 2 * kv + model.n_heads;
+  cost.pending_bytes_per_token = static_cast<int64_t>(d * hardware.bytes_per_element);
+  cost.working_bytes_per_token = static_cast<int64_t>(
+      std::max(4 * d + 1, d + backward_scratch) * hardware.bytes_per_element);
+  cost.logit_bytes_per_row = static_cast<int64_t>(model.vocab_size) * hardware.bytes_per_element;
   const double params = layers * layer_weights + head_weights * (model.tied_embeddings ? 1 : 2) +
                         d * (2 * layers + 1);
   cost.gradient_bytes = static_cast<int64_t>(params * hardware.gradient_bytes_per_element);

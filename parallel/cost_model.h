@@ -49,6 +49,15 @@ struct CostModel {
   double backward_fraction = 2.0 / 3.0;
   int64_t activation_bytes_per_token = 0;  // saved for the backward, all layers
   int64_t kv_bytes_per_token = 0;          // K and V of one token in one layer
+  // The loss gradient at the top of the layers, kept from a micro-batch's forward (where the head
+  // computes it) to its backward, also while its activations are dropped.
+  int64_t pending_bytes_per_token = 0;
+  // Scratch while a micro-batch is computed, beyond its activations: the larger of the forward's
+  // (residual stream, head input and gradients) and one layer's backward gradients; plus the
+  // head's logits, computed in blocks of at most `logit_rows` rows.
+  int64_t working_bytes_per_token = 0;
+  int64_t logit_bytes_per_row = 0;
+  int64_t logit_rows = 512;
   int64_t gradient_bytes = 0;              // the flat gradient
   int ranks_per_node = 8;
   LinkCost intra_node;
@@ -70,6 +79,19 @@ struct CostModel {
   // All layers' attention + linear time of one token range, without overhead.
   double RangeSeconds(int64_t begin, int64_t end) const;
 
+  // Memory of one micro-batch of `tokens` while it is computed: activations, its pending loss
+  // gradient and the scratch. What a rank with micro-batches of up to C tokens needs at least.
+  int64_t MicroBatchBytes(int64_t tokens) const {
+    return tokens * (activation_bytes_per_token + pending_bytes_per_token +
+                     working_bytes_per_token) +
+           LogitBytes(tokens);
+  }
+  int64_t LogitBytes(int64_t tokens) const {
+    return (tokens < logit_rows ? tokens : logit_rows) * logit_bytes_per_row;
+  }
+  // Bytes per token of a chunked sequence's K/V state store, all layers: K and V, and their
+  // gradients accumulated by later chunks.
+  int64_t ContextBytesPerToken() const { return 2 * kv_bytes_per_token * n_layers; }
   // The link between two world ranks (same node: intra, else inter).
   const LinkCost& Link(int from, int to) const;
   // Bytes one member sends over a whole step in a ring of `ring_size` with `bytes_per_step`:

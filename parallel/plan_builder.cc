@@ -64,7 +64,7 @@ StepPlan BuildStepPlan(std::string planner, const std::vector<SequenceSpec>& seq
   StepPlan plan;
   plan.planner = std::move(planner);
   plan.capacity_tokens = capacity_tokens;
-  plan.activation_budget_bytes = capacity_tokens * cost.activation_bytes_per_token;
+  plan.activation_budget_bytes = cost.MicroBatchBytes(capacity_tokens);
   plan.sequences = sequences;
   plan.ranks.resize(static_cast<size_t>(world));
 

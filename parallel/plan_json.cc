@@ -25,8 +25,12 @@ json ActionToJson(const Action& a) {
       [[fallthrough]];
     case ActionKind::kForward:
     case ActionKind::kBackward:
+    case ActionKind::kRecompute:
       out["micro_batch"] = a.micro_batch;
       out["tokens"] = RangesToJson(a.tokens);
+      // Written only where they differ from the default, so plans without chunks read as before.
+      if (!a.context.empty()) out["context"] = RangesToJson(a.context);
+      if (!a.keep_activations) out["keep_activations"] = false;
       break;
     case ActionKind::kGradSync:
       out["gradient_bytes"] = a.gradient_bytes;
@@ -38,7 +42,8 @@ json ActionToJson(const Action& a) {
 
 absl::StatusOr<ActionKind> KindFromName(const std::string& name) {
   for (const ActionKind kind : {ActionKind::kForward, ActionKind::kBackward,
-                                ActionKind::kRingExchange, ActionKind::kGradSync}) {
+                                ActionKind::kRingExchange, ActionKind::kGradSync,
+                                ActionKind::kRecompute}) {
     if (name == ActionKindName(kind)) return kind;
   }
   return absl::InvalidArgumentError(absl::StrFormat("unknown action kind '%s'", name));
@@ -58,6 +63,13 @@ absl::StatusOr<Action> ActionFromJson(const json& in) {
   for (const json& r : in.at("tokens")) {
     a.tokens.push_back({r.at(0).get<int64_t>(), r.at(1).get<int64_t>(), r.at(2).get<int64_t>()});
   }
+  if (in.contains("context")) {
+    for (const json& r : in.at("context")) {
+      a.context.push_back(
+          {r.at(0).get<int64_t>(), r.at(1).get<int64_t>(), r.at(2).get<int64_t>()});
+    }
+  }
+  if (in.contains("keep_activations")) a.keep_activations = in.at("keep_activations").get<bool>();
   if (a.kind == ActionKind::kRingExchange) {
     a.ring_id = in.at("ring_id").get<int>();
     a.ring = in.at("ring").get<std::vector<int>>();

@@ -1,6 +1,8 @@
 #include "parallel/plan_metrics.h"
 
 #include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace loom {
 
@@ -11,19 +13,21 @@ PlanMetrics MeasurePlan(const StepPlan& plan, const CostModel& cost) {
   double total_bytes = 0.0;
   for (size_t r = 0; r < plan.ranks.size(); ++r) {
     RankLoad& load = metrics.ranks[r];
-    int64_t alive = 0;
+    for (const RankMemory& m : RankMemoryTimeline(plan, static_cast<int>(r))) {
+      load.peak_activation_bytes = std::max(load.peak_activation_bytes, m.bytes(cost));
+    }
     for (const Action& a : plan.ranks[r].actions) {
       switch (a.kind) {
         case ActionKind::kForward:
           load.compute_s += cost.MicroBatchSeconds(a.tokens);
           ++load.micro_batches;
-          alive += TokenCount(a.tokens);
           load.tokens += TokenCount(a.tokens);
-          load.peak_activation_bytes =
-              std::max(load.peak_activation_bytes, alive * cost.activation_bytes_per_token);
           break;
         case ActionKind::kBackward:
-          alive -= TokenCount(a.tokens);
+          break;
+        case ActionKind::kRecompute:
+          // The forward again: its share of the micro-batch's time.
+          load.compute_s += cost.MicroBatchSeconds(a.tokens) * (1.0 - cost.backward_fraction);
           break;
         case ActionKind::kRingExchange:
           load.ring_bytes_sent +=
@@ -44,6 +48,50 @@ PlanMetrics MeasurePlan(const StepPlan& plan, const CostModel& cost) {
     metrics.mean_ring_bytes_sent = total_bytes / static_cast<double>(plan.ranks.size());
   }
   return metrics;
+}
+
+std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank) {
+  const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+  // Sequences this rank runs as chunks: those some chunk of it names as context.
+  std::unordered_set<int64_t> chunked;
+  for (const Action& a : actions) {
+    for (const TokenRange& r : a.context) chunked.insert(r.sequence_id);
+  }
+  std::unordered_map<int64_t, int64_t> stored;  // sequence id -> tokens in the state store
+  RankMemory m;
+  std::vector<RankMemory> timeline;
+  timeline.reserve(actions.size());
+  for (const Action& a : actions) {
+    const int64_t tokens = TokenCount(a.tokens);
+    const bool computes = a.kind == ActionKind::kForward || a.kind == ActionKind::kRecompute ||
+                          a.kind == ActionKind::kBackward;
+    m.working_tokens = computes ? tokens : 0;
+    if (a.kind == ActionKind::kForward) {
+      m.activation_tokens += tokens;
+      m.pending_tokens += tokens;
+      for (const TokenRange& r : a.tokens) {
+        if (!chunked.contains(r.sequence_id)) continue;
+        stored[r.sequence_id] += r.size();
+        m.context_tokens += r.size();
+      }
+    }
+    if (a.kind == ActionKind::kRecompute) m.activation_tokens += tokens;
+    timeline.push_back(m);
+    m.working_tokens = 0;
+    if ((a.kind == ActionKind::kForward && !a.keep_activations) ||
+        a.kind == ActionKind::kBackward) {
+      m.activation_tokens -= tokens;
+    }
+    if (a.kind == ActionKind::kBackward) m.pending_tokens -= tokens;
+    if (a.kind != ActionKind::kBackward) continue;
+    for (const TokenRange& r : a.tokens) {
+      // The backward of a sequence's first chunk is its last: its state is no longer needed.
+      if (r.begin != 0 || !chunked.contains(r.sequence_id)) continue;
+      m.context_tokens -= stored[r.sequence_id];
+      stored.erase(r.sequence_id);
+    }
+  }
+  return timeline;
 }
 
 }  // namespace loom

@@ -35,6 +35,30 @@ struct PlanMetrics {
 
 PlanMetrics MeasurePlan(const StepPlan& plan, const CostModel& cost);
 
+// What a rank holds while one of its actions runs: the tokens whose activations are alive
+// (micro-batches between Forward and Backward whose activations are kept, and the one being
+// computed or recomputed), the tokens whose loss gradient waits for their backward, the scratch of
+// the micro-batch being computed, and the tokens of chunked sequences whose K/V (and K/V
+// gradients) wait in the state store for later chunks. The validator checks it against the
+// budget; MeasurePlan's peak is its largest value.
+struct RankMemory {
+  int64_t activation_tokens = 0;
+  int64_t pending_tokens = 0;
+  int64_t working_tokens = 0;
+  int64_t context_tokens = 0;
+
+  int64_t bytes(const CostModel& cost) const {
+    return activation_tokens * cost.activation_bytes_per_token +
+           pending_tokens * cost.pending_bytes_per_token +
+           working_tokens * cost.working_bytes_per_token +
+           cost.LogitBytes(working_tokens) +
+           context_tokens * cost.ContextBytesPerToken();
+  }
+};
+
+// One entry per action of `rank`, in order.
+std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank);
+
 }  // namespace loom
 
 #endif  // LOOM_PARALLEL_PLAN_METRICS_H_

@@ -2,14 +2,17 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "parallel/plan_metrics.h"
 
 namespace loom {
 namespace {
@@ -48,9 +51,12 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
     std::map<int, size_t> open_forwards;  // micro-batch -> index of its Forward
     std::set<int> seen_forwards;
+    std::set<int> recomputes;  // micro-batches whose activations were made again
     for (size_t i = 0; i < actions.size(); ++i) {
       const Action& a = actions[i];
-      for (const TokenRange& r : a.tokens) {
+      std::vector<TokenRange> ranges = a.tokens;
+      ranges.insert(ranges.end(), a.context.begin(), a.context.end());
+      for (const TokenRange& r : ranges) {
         auto it = index->find(r.sequence_id);
         if (it == index->end()) {
           return absl::InvalidArgumentError(absl::StrFormat(
@@ -71,16 +77,34 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
           }
           open_forwards[a.micro_batch] = i;
           break;
-        case ActionKind::kBackward: {
+        case ActionKind::kBackward:
+        case ActionKind::kRecompute: {
           auto it = open_forwards.find(a.micro_batch);
           if (it == open_forwards.end()) {
-            return absl::InvalidArgumentError(
-                absl::StrFormat("%s: backward without an earlier forward", Where(rank, i, a)));
-          }
-          if (actions[it->second].tokens != a.tokens) {
             return absl::InvalidArgumentError(absl::StrFormat(
-                "%s: tokens differ from those of its forward (action %d)", Where(rank, i, a),
-                it->second));
+                "%s: %s without an earlier forward", Where(rank, i, a), ActionKindName(a.kind)));
+          }
+          const Action& forward = actions[it->second];
+          if (forward.tokens != a.tokens || forward.context != a.context) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "%s: tokens or context differ from those of its forward (action %d)",
+                Where(rank, i, a), it->second));
+          }
+          // Dropped activations come back by exactly one Recompute, kept ones need none.
+          const bool recomputed = recomputes.contains(a.micro_batch);
+          if (a.kind == ActionKind::kRecompute) {
+            if (forward.keep_activations || recomputed) {
+              return absl::InvalidArgumentError(absl::StrFormat(
+                  "%s: recomputes activations that are %s", Where(rank, i, a),
+                  recomputed ? "already recomputed" : "kept by its forward"));
+            }
+            recomputes.insert(a.micro_batch);
+            break;
+          }
+          if (!forward.keep_activations && !recomputed) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "%s: its forward dropped the activations and no recompute made them again",
+                Where(rank, i, a)));
           }
           open_forwards.erase(it);
           break;
@@ -326,21 +350,97 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
       }
     }
   }
+  // A piece outside every ring is a chunk (ChunkFlow): the rank that holds it also holds every
+  // earlier token of its sequence, computed by its earlier chunks, forward in order with the
+  // earlier tokens as context, and runs the backwards in reverse order, so that each chunk's
+  // K/V gradient is complete (every later chunk's backward has added to it) before its own.
   for (int rank = 0; rank < plan.world_size(); ++rank) {
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
-    for (size_t i = 0; i < actions.size(); ++i) {
+    // The micro-batch's one chunk, if any, checked against its context.
+    auto chunk_of = [&](size_t i) -> absl::StatusOr<std::optional<TokenRange>> {
       const Action& a = actions[i];
-      if (a.kind != ActionKind::kForward) continue;
+      std::vector<TokenRange> chunks;
       for (const TokenRange& r : a.tokens) {
         const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
         if (r.size() == length) continue;
-        if (!carried.contains({rank, a.micro_batch, r.sequence_id, r.begin, r.end})) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "%s: computes %s of %d outside any ring of this micro-batch, so its attention "
-              "cannot see the rest of the sequence",
-              Where(rank, i, a), Range(r), length));
-        }
+        if (carried.contains({rank, a.micro_batch, r.sequence_id, r.begin, r.end})) continue;
+        chunks.push_back(r);
       }
+      if (chunks.empty()) {
+        if (!a.context.empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("%s: has a context but no chunk", Where(rank, i, a)));
+        }
+        return std::nullopt;
+      }
+      const TokenRange& r = chunks.front();
+      const std::vector<TokenRange> want =
+          r.begin == 0 ? std::vector<TokenRange>{} : std::vector<TokenRange>{{r.sequence_id, 0, r.begin}};
+      if (chunks.size() > 1 || a.context != want) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: computes %s of %d outside any ring, so it must be the micro-batch's one chunk "
+            "with the sequence's earlier tokens [0, %d) as its context",
+            Where(rank, i, a), Range(r), plan.sequences[index.at(r.sequence_id)].length,
+            r.begin));
+      }
+      return r;
+    };
+    std::unordered_map<int64_t, int64_t> forwarded;    // sequence id -> forwarded up to token
+    std::unordered_map<int64_t, size_t> first, last;   // sequence id -> first, last chunk forward
+    std::unordered_map<int64_t, TokenRange> first_range;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      if (actions[i].kind != ActionKind::kForward) continue;
+      absl::StatusOr<std::optional<TokenRange>> chunk = chunk_of(i);
+      if (!chunk.ok()) return chunk.status();
+      if (!chunk->has_value()) continue;
+      const TokenRange& r = **chunk;
+      int64_t& done = forwarded[r.sequence_id];
+      if (r.begin != done) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: computes %s of %d outside any ring, but this rank's earlier chunks of it end at "
+            "token %d",
+            Where(rank, i, actions[i]), Range(r), plan.sequences[index.at(r.sequence_id)].length,
+            done));
+      }
+      if (r.begin == 0) {
+        first[r.sequence_id] = i;
+        first_range[r.sequence_id] = r;
+      }
+      last[r.sequence_id] = i;
+      done = r.end;
+    }
+    for (const auto& [sequence, done] : forwarded) {
+      const int64_t length = plan.sequences[index.at(sequence)].length;
+      if (done != length) {
+        const size_t i = first.at(sequence);
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: computes %s of %d outside any ring, and this rank never computes the rest of it "
+            "as chunks (done up to token %d)",
+            Where(rank, i, actions[i]), Range(first_range.at(sequence)), length, done));
+      }
+    }
+    std::unordered_map<int64_t, int64_t> backward;  // sequence id -> backwards done down to token
+    for (size_t i = 0; i < actions.size(); ++i) {
+      if (actions[i].kind != ActionKind::kBackward) continue;
+      absl::StatusOr<std::optional<TokenRange>> chunk = chunk_of(i);
+      if (!chunk.ok()) return chunk.status();
+      if (!chunk->has_value()) continue;
+      const TokenRange& r = **chunk;
+      const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
+      if (i < last.at(r.sequence_id)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: the backward of chunk %s of %d comes before this rank has run every chunk of the "
+            "sequence forward",
+            Where(rank, i, actions[i]), Range(r), length));
+      }
+      auto [it, fresh] = backward.try_emplace(r.sequence_id, length);
+      if (r.end != it->second) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: the backward of chunk %s of %d must wait for the later chunks' backwards (done "
+            "down to token %d)",
+            Where(rank, i, actions[i]), Range(r), length, it->second));
+      }
+      it->second = r.begin;
     }
   }
   return absl::OkStatus();
@@ -349,18 +449,18 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
 absl::Status CheckMemory(const StepPlan& plan, const CostModel& cost) {
   for (int rank = 0; rank < plan.world_size(); ++rank) {
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
-    int64_t alive = 0;
+    const std::vector<RankMemory> timeline = RankMemoryTimeline(plan, rank);
     for (size_t i = 0; i < actions.size(); ++i) {
-      const Action& a = actions[i];
-      if (a.kind == ActionKind::kBackward) alive -= TokenCount(a.tokens);
-      if (a.kind != ActionKind::kForward) continue;
-      alive += TokenCount(a.tokens);
-      const int64_t bytes = alive * cost.activation_bytes_per_token;
-      if (bytes > plan.activation_budget_bytes) {
+      const RankMemory& m = timeline[i];
+      if (m.bytes(cost) > plan.activation_budget_bytes) {
         return absl::ResourceExhaustedError(absl::StrFormat(
-            "%s: %d tokens of activations alive need %d bytes, over the rank's budget of %d "
+            "%s: %d tokens of activations alive%s need %d bytes, over the rank's budget of %d "
             "bytes",
-            Where(rank, i, a), alive, bytes, plan.activation_budget_bytes));
+            Where(rank, i, actions[i]), m.activation_tokens,
+            m.context_tokens > 0
+                ? absl::StrFormat(" and K/V state of %d earlier chunk tokens", m.context_tokens)
+                : "",
+            m.bytes(cost), plan.activation_budget_bytes));
       }
     }
   }

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_format.h"
 #include "parallel/balance_scheduler.h"
+#include "parallel/chunk_planner.h"
 #include "parallel/hdp_planner.h"
 #include "parallel/ring_share.h"
 #include "parallel/static_planner.h"
@@ -12,8 +13,9 @@ absl::StatusOr<PlannerKind> ParsePlannerKind(absl::string_view name) {
   if (name == "hdp") return PlannerKind::kHdp;
   if (name == "naive_hdp") return PlannerKind::kNaiveHdp;
   if (name == "static") return PlannerKind::kStatic;
+  if (name == "chunkflow") return PlannerKind::kChunkFlow;
   return absl::InvalidArgumentError(
-      absl::StrFormat("unknown planner '%s'; known: hdp, naive_hdp, static", name));
+      absl::StrFormat("unknown planner '%s'; known: hdp, naive_hdp, static, chunkflow", name));
 }
 
 const char* PlannerKindName(PlannerKind kind) {
@@ -24,6 +26,8 @@ const char* PlannerKindName(PlannerKind kind) {
       return "naive_hdp";
     case PlannerKind::kStatic:
       return "static";
+    case PlannerKind::kChunkFlow:
+      return "chunkflow";
   }
   return "?";
 }
@@ -64,6 +68,11 @@ absl::StatusOr<StepPlan> PlanStep(const std::vector<SequenceSpec>& sequences,
                         StaticPlannerOptions{options.world_size, options.cp_size,
                                              options.capacity_tokens},
                         cost);
+    case PlannerKind::kChunkFlow:
+      return PlanChunkFlow(sequences,
+                           ChunkPlannerOptions{options.world_size, options.capacity_tokens,
+                                               options.chunk_keep},
+                           cost);
   }
   return absl::InvalidArgumentError("unknown planner kind");
 }

@@ -18,16 +18,19 @@ enum class PlannerKind {
   kHdp,       // balanced hybrid data parallelism (balance_scheduler.h)
   kNaiveHdp,  // the same dynamic mesh, sequences placed in batch order (hdp_planner.h)
   kStatic,    // a fixed DP x CP mesh (static_planner.h)
+  kChunkFlow,  // chunks of C tokens, K kept activations, data parallel (chunk_planner.h)
 };
 
-absl::StatusOr<PlannerKind> ParsePlannerKind(absl::string_view name);  // "hdp", "naive_hdp", "static"
+// "hdp", "naive_hdp", "static", "chunkflow".
+absl::StatusOr<PlannerKind> ParsePlannerKind(absl::string_view name);
 const char* PlannerKindName(PlannerKind kind);
 
 struct PlannerOptions {
   PlannerKind kind = PlannerKind::kHdp;
   int world_size = 1;
-  int64_t capacity_tokens = 0;  // C: tokens per rank per micro-batch
+  int64_t capacity_tokens = 0;  // C: tokens per rank per micro-batch (chunkflow: the chunk size)
   int cp_size = 1;              // static only: ranks per context-parallel group
+  int chunk_keep = 0;           // chunkflow only: K, chunks keeping activations (0 = all)
 };
 
 // The static mesh's context-parallel size for sequences of up to `longest` tokens: the fewest

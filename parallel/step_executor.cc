@@ -1,6 +1,7 @@
 #include "parallel/step_executor.h"
 
 #include <cstring>
+#include <map>
 #include <memory>
 #include <set>
 #include <utility>
@@ -13,6 +14,40 @@
 
 namespace loom {
 namespace {
+
+// The K/V state of a chunked sequence on this rank: K and V (after RoPE) of every token its chunks
+// have computed so far, per layer, which later chunks attend to, and the gradients those later
+// chunks add to them. Rows are token positions; memory comes from the model's allocator, so the
+// measured peak includes it.
+struct ContextStore {
+  std::vector<Buffer> k, v, dk, dv;  // per layer, [sequence length, n_kv_heads * D]
+  std::vector<int32_t> doc, pos;     // the spans of rows [0, length)
+
+  ContextStore(int64_t sequence, int64_t length, int layers, size_t kv_width, Allocator* alloc) {
+    const size_t n = static_cast<size_t>(length) * kv_width;
+    for (int l = 0; l < layers; ++l) {
+      k.emplace_back(n, alloc);
+      v.emplace_back(n, alloc);
+      dk.emplace_back(n, alloc);
+      dv.emplace_back(n, alloc);
+      dk.back().Zero();
+      dv.back().Zero();
+    }
+    doc.assign(static_cast<size_t>(length), static_cast<int32_t>(sequence));
+    for (int64_t p = 0; p < length; ++p) pos.push_back(static_cast<int32_t>(p));
+  }
+
+  // What a chunk whose context is rows [0, rows) sees, one entry per layer.
+  std::vector<ExternalKv> External(int64_t rows) {
+    std::vector<ExternalKv> out;
+    for (size_t l = 0; l < k.size(); ++l) {
+      out.push_back(ExternalKv{k[l].data(), v[l].data(),
+                               TokenSpans{doc.data(), pos.data(), static_cast<int>(rows)},
+                               dk[l].data(), dv[l].data()});
+    }
+    return out;
+  }
+};
 
 // Rows [begin, begin + count) of a micro-batch whose attention runs around one ring.
 struct RingPart {
@@ -30,6 +65,15 @@ class MicroBatchAttention : public AttentionFn {
  public:
   MicroBatchAttention(const AttentionShape& shape, int local_count, std::vector<RingPart> rings)
       : shape_(shape), local_count_(local_count), rings_(std::move(rings)) {}
+
+  // The leading `rows` rows are a chunk whose K/V later chunks attended to: their gradients,
+  // accumulated in `store` from row `first` on, join the chunk's own in the backward.
+  void AddChunkGradients(int rows, int64_t first, const ContextStore* store) {
+    chunk_rows_ = rows;
+    chunk_first_ = first;
+    store_ = store;
+  }
+  bool has_rings() const { return !rings_.empty(); }
 
   void Forward(int layer, float* out, float* lse, const float* q, const float* k, const float* v,
                const TokenSpans& spans) override {
@@ -55,6 +99,15 @@ class MicroBatchAttention : public AttentionFn {
       const TokenSpans local{spans.doc, spans.pos, local_count_};
       AttentionBackward(dq, dk, dv, dout, q, k, v, lse, delta, local, local, shape_,
                         /*causal=*/true);
+    }
+    if (store_ != nullptr) {
+      const size_t n = KvRows(chunk_rows_), at = KvRows(static_cast<int>(chunk_first_));
+      const float* sk = store_->dk[static_cast<size_t>(layer)].data() + at;
+      const float* sv = store_->dv[static_cast<size_t>(layer)].data() + at;
+      for (size_t i = 0; i < n; ++i) {
+        dk[i] += sk[i];
+        dv[i] += sv[i];
+      }
     }
     for (RingPart& part : rings_) {
       const size_t qo = QRows(part.begin), ko = KvRows(part.begin), lo = LseRows(part.begin);
@@ -84,6 +137,9 @@ class MicroBatchAttention : public AttentionFn {
   AttentionShape shape_;
   int local_count_;
   std::vector<RingPart> rings_;
+  int chunk_rows_ = 0;
+  int64_t chunk_first_ = 0;
+  const ContextStore* store_ = nullptr;
   absl::Status status_;
 };
 
@@ -158,78 +214,239 @@ absl::Status CheckPlanMatches(const Communicator& comm, const StepPlan& plan,
   return absl::OkStatus();
 }
 
-// One micro-batch: its Forward action and the RingExchange actions before it.
-struct MicroBatch {
-  const Action* forward = nullptr;
-  std::vector<const Action*> rings;
+// A micro-batch between its Forward and its Backward.
+struct InFlight {
+  TokenBatch batch;
+  std::unique_ptr<MicroBatchAttention> attention;
+  std::unique_ptr<StageActivations> acts;  // null while dropped (waiting for a Recompute)
+  std::unique_ptr<Buffer> dx;              // the loss gradient at the top of the layers
+  std::vector<ExternalKv> external;        // a chunk's context, one per layer; else empty
+  int64_t chunk_sequence = -1;             // the chunk's sequence, or -1
+  TokenRange chunk;
 };
 
-std::vector<MicroBatch> MicroBatches(const RankPlan& plan) {
-  std::vector<MicroBatch> out;
-  std::vector<const Action*> rings;
-  for (const Action& a : plan.actions) {
-    if (a.kind == ActionKind::kRingExchange) rings.push_back(&a);
-    if (a.kind == ActionKind::kForward) {
-      out.push_back(MicroBatch{&a, std::move(rings)});
-      rings.clear();
-    }
-  }
-  return out;
-}
+// One rank's actions, run in order.
+class RankExecutor {
+ public:
+  RankExecutor(Communicator& comm, const StepPlan& plan, const PackedBatch& batch, Model& model,
+               float grad_scale, const ExecutorOptions& options)
+      : comm_(comm),
+        plan_(plan),
+        batch_(batch),
+        model_(model),
+        grad_scale_(grad_scale),
+        options_(options) {}
 
-// Runs one micro-batch's forward and backward; returns its loss sum.
-absl::StatusOr<double> RunMicroBatch(Communicator& comm, const StepPlan& plan,
-                                     const MicroBatch& mb, const PackedBatch& batch, Model& model,
-                                     float grad_scale, const ExecutorOptions& options) {
-  const ModelConfig& c = model.config();
-  const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim()};
-  std::set<int64_t> ring_sequences;
-  for (const Action* r : mb.rings) {
-    for (const TokenRange& t : r->tokens) ring_sequences.insert(t.sequence_id);
-  }
-  TokenBatch tb;
-  for (const TokenRange& t : mb.forward->tokens) {
-    if (!ring_sequences.contains(t.sequence_id)) AppendRange(batch, t, tb);
-  }
-  const int local_count = tb.size();
-  std::vector<RingPart> parts;
-  for (const Action* r : mb.rings) {
-    RingPart part;
-    part.ring_id = r->ring_id;
-    part.begin = tb.size();
-    for (const TokenRange& t : r->tokens) AppendRange(batch, t, tb);
-    part.count = tb.size() - part.begin;
-    int me = -1;
-    for (size_t m = 0; m < r->ring.size(); ++m) {
-      if (r->ring[m] == comm.rank()) me = static_cast<int>(m);
+  absl::Status Run(StepOutcome& outcome) {
+    const std::vector<Action>& actions = plan_.ranks[static_cast<size_t>(comm_.rank())].actions;
+    std::vector<const Action*> rings;  // the RingExchange actions of the next Forward
+    for (const Action& a : actions) {
+      absl::Status s;
+      switch (a.kind) {
+        case ActionKind::kRingExchange:
+          rings.push_back(&a);
+          break;
+        case ActionKind::kForward:
+          s = Forward(a, rings);
+          rings.clear();
+          outcome.rank_tokens += TokenCount(a.tokens);
+          ++outcome.micro_batches;
+          break;
+        case ActionKind::kRecompute:
+          s = Recompute(a);
+          break;
+        case ActionKind::kBackward:
+          s = Backward(a);
+          break;
+        case ActionKind::kGradSync:
+          break;
+      }
+      if (!s.ok()) {
+        return WithContext(s, absl::StrFormat("%s of micro-batch %d", ActionKindName(a.kind),
+                                              a.micro_batch));
+      }
     }
-    absl::StatusOr<Group> group = Group::Make(r->ring);
+    outcome.loss_sum = loss_;
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status Forward(const Action& a, const std::vector<const Action*>& rings) {
+    const ModelConfig& c = model_.config();
+    const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim()};
+    InFlight f;
+    std::set<int64_t> ring_sequences;
+    for (const Action* r : rings) {
+      for (const TokenRange& t : r->tokens) ring_sequences.insert(t.sequence_id);
+    }
+    // Rows: the chunk (a piece outside every ring that is not its whole sequence) first, then
+    // whole documents, then each ring's shares.
+    for (const TokenRange& t : a.tokens) {
+      if (ring_sequences.contains(t.sequence_id) || t.size() == SequenceLength(t.sequence_id)) {
+        continue;
+      }
+      if (f.chunk_sequence >= 0) {
+        return absl::InvalidArgumentError("a micro-batch with two chunks outside any ring");
+      }
+      f.chunk_sequence = t.sequence_id;
+      f.chunk = t;
+      AppendRange(batch_, t, f.batch);
+    }
+    for (const TokenRange& t : a.tokens) {
+      if (!ring_sequences.contains(t.sequence_id) && t.size() == SequenceLength(t.sequence_id)) {
+        AppendRange(batch_, t, f.batch);
+      }
+    }
+    const int local_count = f.batch.size();
+    std::vector<RingPart> parts;
+    for (const Action* r : rings) {
+      absl::StatusOr<RingPart> part = StartRing(*r, shape, f.batch);
+      if (!part.ok()) return part.status();
+      parts.push_back(*std::move(part));
+    }
+    if (f.batch.size() != TokenCount(a.tokens)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the forward lists %d tokens but its chunk, whole documents and ring shares hold %d",
+          TokenCount(a.tokens), f.batch.size()));
+    }
+    if (!parts.empty() && !a.keep_activations) {
+      return absl::InvalidArgumentError(
+          "a micro-batch with rings must keep its activations (a recompute would repeat the "
+          "rings' messages)");
+    }
+    f.attention = std::make_unique<MicroBatchAttention>(shape, local_count, std::move(parts));
+    if (f.chunk_sequence >= 0) {
+      ContextStore& store = Store(f.chunk_sequence);
+      f.external = store.External(f.chunk.begin);
+      f.attention->AddChunkGradients(static_cast<int>(f.chunk.size()), f.chunk.begin, &store);
+    }
+    if (f.batch.size() == 0) {
+      in_flight_[a.micro_batch] = std::move(f);
+      return absl::OkStatus();
+    }
+    const size_t elements = static_cast<size_t>(f.batch.size()) * c.d_model;
+    Buffer x(elements, model_.allocator());
+    f.dx = std::make_unique<Buffer>(elements, model_.allocator());
+    model_.set_attention(f.attention.get());
+    model_.EmbedForward(f.batch, x.data());
+    f.acts = model_.LayersForward(0, c.n_layers, f.batch, x.data(), External(f));
+    model_.set_attention(nullptr);
+    if (!f.attention->status().ok()) return f.attention->status();
+    loss_ += model_.HeadForwardBackward(f.batch, x.data(), grad_scale_, f.dx->data());
+    if (f.chunk_sequence >= 0) KeepChunkKv(f);
+    if (!a.keep_activations) f.acts.reset();
+    in_flight_[a.micro_batch] = std::move(f);
+    return absl::OkStatus();
+  }
+
+  absl::Status Recompute(const Action& a) {
+    auto it = in_flight_.find(a.micro_batch);
+    if (it == in_flight_.end() || it->second.acts != nullptr) {
+      return absl::InvalidArgumentError("nothing to recompute");
+    }
+    InFlight& f = it->second;
+    if (f.batch.size() == 0) return absl::OkStatus();
+    const ModelConfig& c = model_.config();
+    Buffer x(static_cast<size_t>(f.batch.size()) * c.d_model, model_.allocator());
+    model_.set_attention(f.attention.get());
+    model_.EmbedForward(f.batch, x.data());
+    f.acts = model_.LayersForward(0, c.n_layers, f.batch, x.data(), External(f));
+    model_.set_attention(nullptr);
+    return f.attention->status();
+  }
+
+  absl::Status Backward(const Action& a) {
+    auto it = in_flight_.find(a.micro_batch);
+    if (it == in_flight_.end()) return absl::InvalidArgumentError("backward without a forward");
+    InFlight& f = it->second;
+    if (f.batch.size() > 0) {
+      if (f.acts == nullptr) {
+        return absl::InvalidArgumentError("its activations were dropped and not recomputed");
+      }
+      model_.set_attention(f.attention.get());
+      model_.LayersBackward(0, model_.config().n_layers, f.batch, *f.acts, f.dx->data(),
+                            External(f));
+      model_.EmbedBackward(f.batch, f.dx->data());
+      model_.set_attention(nullptr);
+    }
+    const absl::Status status = f.attention->status();
+    // The first chunk's backward is the sequence's last: its K/V state is done with.
+    if (f.chunk_sequence >= 0 && f.chunk.begin == 0) stores_.erase(f.chunk_sequence);
+    in_flight_.erase(it);
+    return status;
+  }
+
+  int64_t SequenceLength(int64_t id) const {
+    return plan_.sequences[static_cast<size_t>(id)].length;
+  }
+
+  static const std::vector<ExternalKv>* External(const InFlight& f) {
+    return f.external.empty() ? nullptr : &f.external;
+  }
+
+  ContextStore& Store(int64_t sequence) {
+    auto it = stores_.find(sequence);
+    if (it == stores_.end()) {
+      const ModelConfig& c = model_.config();
+      it = stores_
+               .emplace(sequence, std::make_unique<ContextStore>(
+                                      sequence, SequenceLength(sequence), c.n_layers,
+                                      static_cast<size_t>(c.kv_dim()), model_.allocator()))
+               .first;
+    }
+    return *it->second;
+  }
+
+  // The chunk's K/V (its leading rows) into its sequence's state, for the chunks after it.
+  void KeepChunkKv(const InFlight& f) {
+    if (f.chunk.end == SequenceLength(f.chunk_sequence)) return;  // no later chunk reads it
+    ContextStore& store = Store(f.chunk_sequence);
+    const size_t width = static_cast<size_t>(model_.config().kv_dim());
+    const size_t n = static_cast<size_t>(f.chunk.size()) * width;
+    const size_t at = static_cast<size_t>(f.chunk.begin) * width;
+    for (int l = 0; l < model_.config().n_layers; ++l) {
+      const LayerActivations& la = f.acts->layer(l);
+      std::memcpy(store.k[static_cast<size_t>(l)].data() + at, la.k, n * sizeof(float));
+      std::memcpy(store.v[static_cast<size_t>(l)].data() + at, la.v, n * sizeof(float));
+    }
+  }
+
+  absl::StatusOr<RingPart> StartRing(const Action& r, const AttentionShape& shape,
+                                     TokenBatch& batch) {
+    RingPart part;
+    part.ring_id = r.ring_id;
+    part.begin = batch.size();
+    for (const TokenRange& t : r.tokens) AppendRange(batch_, t, batch);
+    part.count = batch.size() - part.begin;
+    int me = -1;
+    for (size_t m = 0; m < r.ring.size(); ++m) {
+      if (r.ring[m] == comm_.rank()) me = static_cast<int>(m);
+    }
+    absl::StatusOr<Group> group = Group::Make(r.ring);
     if (me < 0 || !group.ok()) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "ring %d (%s) does not list rank %d exactly once", r->ring_id,
-          group.ok() ? group->ToString() : "invalid", comm.rank()));
+          "ring %d (%s) does not list rank %d exactly once", r.ring_id,
+          group.ok() ? group->ToString() : "invalid", comm_.rank()));
     }
-    absl::StatusOr<GroupTokens> tokens = RingTokens(plan, *r, me);
+    absl::StatusOr<GroupTokens> tokens = RingTokens(plan_, r, me);
     if (!tokens.ok()) return tokens.status();
     absl::StatusOr<std::unique_ptr<RingAttention>> attention = RingAttention::Create(
-        comm, *group, shape, *std::move(tokens), options.tag_base + 2 * r->ring_id);
+        comm_, *group, shape, *std::move(tokens), options_.tag_base + 2 * r.ring_id);
     if (!attention.ok()) return attention.status();
     part.attention = *std::move(attention);
-    parts.push_back(std::move(part));
+    return part;
   }
-  if (tb.size() != TokenCount(mb.forward->tokens)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "the forward lists %d tokens but its whole documents and ring shares hold %d",
-        TokenCount(mb.forward->tokens), tb.size()));
-  }
-  if (tb.size() == 0) return 0.0;
-  MicroBatchAttention hook(shape, local_count, std::move(parts));
-  model.set_attention(&hook);
-  const double loss = model.ForwardBackward(tb, grad_scale);
-  model.set_attention(nullptr);
-  if (!hook.status().ok()) return hook.status();
-  return loss;
-}
+
+  Communicator& comm_;
+  const StepPlan& plan_;
+  const PackedBatch& batch_;
+  Model& model_;
+  float grad_scale_;
+  const ExecutorOptions& options_;
+  double loss_ = 0.0;
+  std::map<int, InFlight> in_flight_;
+  std::map<int64_t, std::unique_ptr<ContextStore>> stores_;
+};
 
 }  // namespace
 
@@ -242,17 +459,10 @@ absl::StatusOr<StepOutcome> ExecuteStep(Communicator& comm, const StepPlan& plan
   outcome.targets = TotalTargets(plan.sequences);
   const float scale = outcome.targets > 0 ? 1.0f / static_cast<float>(outcome.targets) : 0.0f;
   model.ZeroGrads();
-  double loss = 0.0;
-  for (const MicroBatch& mb : MicroBatches(plan.ranks[static_cast<size_t>(comm.rank())])) {
-    absl::StatusOr<double> part = RunMicroBatch(comm, plan, mb, batch, model, scale, options);
-    if (!part.ok()) {
-      return WithContext(part.status(),
-                         absl::StrFormat("%s, micro-batch %d", who, mb.forward->micro_batch));
-    }
-    loss += *part;
-    outcome.rank_tokens += TokenCount(mb.forward->tokens);
-    ++outcome.micro_batches;
-  }
+  RankExecutor executor(comm, plan, batch, model, scale, options);
+  if (absl::Status s = executor.Run(outcome); !s.ok()) return WithContext(s, who);
+  const double loss = outcome.loss_sum;
+  outcome.loss_sum = 0.0;
   const Group& world = comm.world_group();
   if (options.all_reduce_gradients) {
     if (absl::Status s = comm.AllReduce(

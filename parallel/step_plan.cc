@@ -12,6 +12,8 @@ const char* ActionKindName(ActionKind kind) {
       return "ring_exchange";
     case ActionKind::kGradSync:
       return "grad_sync";
+    case ActionKind::kRecompute:
+      return "recompute";
   }
   return "unknown";
 }

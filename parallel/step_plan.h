@@ -6,6 +6,11 @@
 //
 // Order on a rank, per micro-batch: the RingExchange actions of the rings the micro-batch joins
 // (in ring id order), then Forward, then Backward; after the last micro-batch, one GradSync.
+// Chunked sequences (ChunkFlow) relax this: the chunks of a sequence too long for one
+// micro-batch run as micro-batches of their own on one rank, forward in order, each attending to
+// the K/V of the earlier chunks (`context`, kept in the rank's K/V state store), and backward in
+// reverse order; a chunk whose activations are not kept (`keep_activations`) is recomputed
+// (Recompute) just before its Backward.
 // A RingExchange is a meeting point: every member of the ring reaches its ring's action, and the
 // compute actions of that micro-batch then run attention over the joined rings, at every layer, in
 // the order the RingExchange actions are listed. Ranks may run different numbers of micro-batches;
@@ -39,7 +44,7 @@ struct TokenRange {
   friend bool operator==(const TokenRange&, const TokenRange&) = default;
 };
 
-enum class ActionKind { kForward, kBackward, kRingExchange, kGradSync };
+enum class ActionKind { kForward, kBackward, kRingExchange, kGradSync, kRecompute };
 
 // Fields beyond `kind` are used by the kinds named in their comments and left default otherwise.
 struct Action {
@@ -50,6 +55,12 @@ struct Action {
   // shares of ring sequences). RingExchange: this rank's shares of the ring's sequences, whose K/V
   // travel the ring.
   std::vector<TokenRange> tokens;
+  // Forward, Recompute, Backward of a chunk: the earlier tokens of its sequence, {id, 0, begin},
+  // whose K/V (computed by this rank's earlier chunks) its queries also attend to. Empty otherwise.
+  std::vector<TokenRange> context;
+  // Forward: false drops the activations after the forward; a Recompute before the Backward
+  // makes them again (ChunkFlow keeps only K chunks' activations).
+  bool keep_activations = true;
 
   // RingExchange: the ring's tag (unique in the plan), its members in ring order (a member sends to
   // the next and receives from the previous, wrapping around), and the bytes every member sends to
@@ -84,7 +95,7 @@ struct StepPlan {
   friend bool operator==(const StepPlan&, const StepPlan&) = default;
 };
 
-// "forward", "backward", "ring_exchange", "grad_sync".
+// "forward", "backward", "ring_exchange", "grad_sync", "recompute".
 const char* ActionKindName(ActionKind kind);
 
 // Tokens in a list of ranges.

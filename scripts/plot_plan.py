@@ -30,12 +30,14 @@ COLOURS = {
     "backward": "#DD8452",
     "ring_exchange": "#55A868",
     "grad_sync": "#8172B2",
+    "recompute": "#C44E52",
 }
 LABELS = {
     "forward": "forward",
     "backward": "backward",
     "ring_exchange": "ring exchange",
     "grad_sync": "gradient sync",
+    "recompute": "recompute (ChunkFlow)",
 }
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The first command on a fresh Debian machine: installs and builds loom, turns text that every
 # Debian system has (the license texts in /usr/share/common-licenses and the copyright files in
-# /usr/share/doc) into token shards, trains the small model of configs/tiny.yaml with the loss
-# printed as it falls, evaluates the final checkpoint, and draws the loss curve.
+# /usr/share/doc) into token shards, trains the small model of configs/tiny.yaml on 4 simulated
+# ranks (threads, hybrid data parallelism planned afresh every step) with the loss and each step's
+# balance printed as they go, evaluates the final checkpoint, draws the loss curve, and plans one
+# step with `loom plan` and draws its trace.
 #   QUICKSTART_DIR  where data and the run go (default runs/quickstart)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,3 +38,9 @@ echo "== plot"
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 "$py" scripts/plot_metrics.py "$dir/run"
+
+echo "== plan: the first step's plan on the 4-rank mesh, as JSON, Chrome trace and picture"
+rm -rf "$dir/plans"
+"$loom" plan --config configs/tiny.yaml --steps 1 --out "$dir/plans" \
+  "data.train=$dir/data/train" "data.val=$dir/data/val"
+"$py" scripts/plot_plan.py "$dir/plans/step-000001.trace.json" "$dir/plans/step-000001.png"

@@ -4,9 +4,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
+#include "parallel/chunk_planner.h"
 #include "parallel/plan_builder.h"
 
 namespace loom {
@@ -138,7 +140,7 @@ TEST(PlanValidator, RejectsABackwardThatDiffersFromItsForward) {
   StepPlan plan = GoodPlan();
   plan.ranks[0].actions[Find(plan, 0, ActionKind::kBackward, 0)].tokens.pop_back();
   EXPECT_THAT(Message(ValidatePlan(plan, SmallCost())),
-              HasSubstr("rank 0 action 2 (backward, micro-batch 0): tokens differ"));
+              HasSubstr("rank 0 action 2 (backward, micro-batch 0): tokens or context differ"));
 }
 
 TEST(PlanValidator, RejectsASplitSequenceOutsideARing) {
@@ -174,6 +176,67 @@ TEST(PlanValidator, RejectsAWrongGradientScale) {
   plan.ranks[1].actions.back().total_targets = 32;
   EXPECT_THAT(Message(ValidatePlan(plan, SmallCost())),
               HasSubstr("scales the gradient by 1/32 but the batch has 28 target tokens"));
+}
+
+// ChunkFlow plans: sequence 0 (12 tokens) in chunks of 4, K = 1, on one rank: F0 F1 F2, B2,
+// R1 B1, R0 B0, then the short sequences' chunks.
+StepPlan ChunkPlan() {
+  absl::StatusOr<StepPlan> plan = PlanChunkFlow({{0, 12}, {1, 3}}, {1, 4, 1}, SmallCost());
+  EXPECT_TRUE(plan.ok()) << plan.status();
+  return *plan;
+}
+
+// The index of rank 0's first action of `kind` for micro-batch `mb`.
+size_t Find(const StepPlan& plan, ActionKind kind, int mb) {
+  const std::vector<Action>& a = plan.ranks[0].actions;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].kind == kind && a[i].micro_batch == mb) return i;
+  }
+  ADD_FAILURE() << "no such action";
+  return 0;
+}
+
+TEST(PlanValidator, AcceptsAChunkPlan) {
+  const absl::Status status = ValidatePlan(ChunkPlan(), SmallCost());
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+TEST(PlanValidator, RejectsChunkBackwardsOutOfOrder) {
+  StepPlan plan = ChunkPlan();
+  std::vector<Action>& a = plan.ranks[0].actions;
+  // Chunk 0's recompute and backward before chunk 1's: chunk 0's K/V gradient would miss chunk 1's.
+  const size_t b1 = Find(plan, ActionKind::kRecompute, 1);
+  const size_t b0 = Find(plan, ActionKind::kRecompute, 0);
+  std::rotate(a.begin() + static_cast<ptrdiff_t>(b1), a.begin() + static_cast<ptrdiff_t>(b0),
+              a.begin() + static_cast<ptrdiff_t>(b0 + 2));
+  EXPECT_THAT(Message(ValidatePlan(plan, SmallCost())),
+              HasSubstr("the backward of chunk sequence 0 tokens [0, 4) of 12 must wait for the "
+                        "later chunks' backwards (done down to token 8)"));
+}
+
+TEST(PlanValidator, RejectsADroppedChunkThatIsNotRecomputed) {
+  StepPlan plan = ChunkPlan();
+  std::vector<Action>& a = plan.ranks[0].actions;
+  a.erase(a.begin() + static_cast<ptrdiff_t>(Find(plan, ActionKind::kRecompute, 1)));
+  EXPECT_THAT(Message(ValidatePlan(plan, SmallCost())),
+              HasSubstr("its forward dropped the activations and no recompute made them again"));
+}
+
+TEST(PlanValidator, RejectsAChunkWithoutItsContext) {
+  StepPlan plan = ChunkPlan();
+  for (Action& a : plan.ranks[0].actions) {
+    if (a.micro_batch == 2) a.context = {{0, 0, 4}};  // chunk [8, 12) must see [0, 8)
+  }
+  EXPECT_THAT(Message(ValidatePlan(plan, SmallCost())),
+              HasSubstr("computes sequence 0 tokens [8, 12) of 12 outside any ring, so it must be "
+                        "the micro-batch's one chunk with the sequence's earlier tokens [0, 8) as "
+                        "its context"));
+}
+
+TEST(PlanValidator, RejectsChunkStateOverBudget) {
+  StepPlan plan = ChunkPlan();
+  plan.activation_budget_bytes -= 1;
+  EXPECT_EQ(ValidatePlan(plan, SmallCost()).code(), absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "parallel/balance_scheduler.h"
 #include "parallel/chrome_trace.h"
+#include "parallel/chunk_planner.h"
 #include "parallel/cost_model.h"
 #include "parallel/plan_json.h"
 #include "parallel/ring_share.h"
@@ -57,6 +58,14 @@ TEST(StepPlan, JsonRoundTripKeepsEveryField) {
   absl::StatusOr<StepPlan> statik_back = PlanFromJson(PlanToJson(*statik));
   ASSERT_TRUE(statik_back.ok()) << statik_back.status();
   EXPECT_EQ(*statik_back, *statik);
+
+  // Chunks: contexts, dropped activations and recomputes survive the round trip.
+  absl::StatusOr<StepPlan> chunks = PlanChunkFlow(plan.sequences, {3, 8, 1}, SmallCost());
+  ASSERT_TRUE(chunks.ok()) << chunks.status();
+  absl::StatusOr<StepPlan> chunks_back = PlanFromJson(PlanToJson(*chunks));
+  ASSERT_TRUE(chunks_back.ok()) << chunks_back.status();
+  EXPECT_EQ(*chunks_back, *chunks);
+  EXPECT_NE(PlanToJson(*chunks).dump().find("\"recompute\""), std::string::npos);
 }
 
 TEST(StepPlan, JsonErrorsNameTheAction) {
