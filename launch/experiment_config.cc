@@ -80,6 +80,7 @@ std::vector<Section> Schema(ExperimentConfig& c) {
             .constraint = kNonNegative},
            {.key = "cp_size", .value = &c.parallel.cp_size, .constraint = kNonNegative},
            {.key = "chunk_keep", .value = &c.parallel.chunk_keep, .constraint = kNonNegative},
+           {.key = "chunk_size", .value = &c.parallel.chunk_size, .constraint = kNonNegative},
            {.key = "zero", .value = &c.parallel.zero, .constraint = kNonNegative},
            {.key = "cost_attention_s",
             .value = &c.parallel.cost_attention_s,

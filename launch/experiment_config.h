@@ -36,7 +36,8 @@ struct ParallelConfig {
   // "static" (a fixed DP x CP mesh) or "chunkflow" (chunks of C tokens, data parallel).
   std::string planner = "hdp";
   int64_t capacity_tokens = 0;  // C, tokens per rank per micro-batch; 0 = data.max_doc_tokens
-  int chunk_keep = 0;  // chunkflow: K, chunks of a sequence that keep activations; 0 = all
+  int chunk_keep = 0;  // chunkflow, hdp with chunks: K, chunks that keep activations; 0 = all
+  int64_t chunk_size = 0;  // hdp: > 0 runs long sequences as chunks where cheaper than a ring
   int cp_size = 0;  // static: ranks per context-parallel group; 0 = the fewest that fit
   int zero = 0;     // 1: optimizer state sharded over the ranks (ZeRO stage 1)
   // The planners' cost model T(s) = a*s^2 + b*s + c per layer (seconds); all 0 = derived from the

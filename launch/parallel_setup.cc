@@ -33,9 +33,19 @@ absl::StatusOr<PlannerOptions> PlannerOptionsFromConfig(const ExperimentConfig& 
   const ParallelConfig& p = config.parallel;
   PlannerOptions options;
   absl::StatusOr<PlannerKind> kind = ParsePlannerKind(p.planner);
-  if (!kind.ok()) return absl::InvalidArgumentError(absl::StrCat("parallel.planner: ", kind.status().message()));
+  if (!kind.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("parallel.planner: ", kind.status().message()));
+  }
   options.kind = *kind;
   options.world_size = p.world_size;
+  if (p.chunk_size > 0 && options.kind != PlannerKind::kHdp) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "parallel.chunk_size is for parallel.planner hdp (chunkflow's chunk size is "
+        "parallel.capacity_tokens), got planner %s",
+        p.planner));
+  }
+  options.chunk_size = p.chunk_size;
+  options.chunk_keep = p.chunk_keep;
   options.capacity_tokens = p.capacity_tokens > 0 ? p.capacity_tokens : config.data.max_doc_tokens;
   if (options.kind == PlannerKind::kStatic) {
     if (p.cp_size > 0) {
@@ -51,7 +61,11 @@ absl::StatusOr<PlannerOptions> PlannerOptionsFromConfig(const ExperimentConfig& 
       options.cp_size = *cp;
     }
   } else if (options.kind == PlannerKind::kChunkFlow) {
-    options.chunk_keep = p.chunk_keep;  // chunks take sequences of any length
+    // Chunks take sequences of any length.
+  } else if (options.kind == PlannerKind::kHdp && p.chunk_size > options.capacity_tokens) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "parallel.chunk_size (%d) must not exceed parallel.capacity_tokens (%d)", p.chunk_size,
+        options.capacity_tokens));
   } else if (options.capacity_tokens * p.world_size < config.data.max_doc_tokens) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "parallel.capacity_tokens: %d ranks x %d tokens cannot hold a sequence of "

@@ -265,6 +265,7 @@ absl::Status Trainer::Run(const std::atomic<bool>* stop) {
                                {"max_micro_batches", max_micro_batches},
                                {"rings", m.rings},
                                {"largest_ring", m.largest_ring},
+                               {"chunks", m.chunks},
                                {"ring_bytes_per_rank", m.mean_ring_bytes_sent}};
       if (val_ && c.logging.val_every > 0 &&
           (step_ % c.logging.val_every == 0 || step_ == total)) {

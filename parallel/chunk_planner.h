@@ -27,6 +27,35 @@ struct ChunkPlannerOptions {
   int keep = 0;            // K: chunks of a sequence whose activations are kept; 0 = all
 };
 
+// What one rank runs whole: a long sequence's dependent chunks (forward in order, each with the
+// earlier chunks as context; backward in reverse, recomputing the chunks that dropped their
+// activations), or one standalone chunk.
+struct ChunkUnit {
+  struct Part {
+    std::vector<TokenRange> tokens;
+    std::vector<TokenRange> context;
+    bool keep = true;
+  };
+  std::vector<Part> chunks;
+  double seconds = 0.0;          // forward + backward (+ recompute) under the cost model
+  int64_t chunked_length = 0;    // the long sequence's length; 0 for a standalone chunk
+  int kept = 1;                  // chunks keeping activations
+};
+
+// The chunks of `sequences` (data/chunk_packing.h) grouped into units, in packing order.
+absl::StatusOr<std::vector<ChunkUnit>> MakeChunkUnits(const std::vector<SequenceSpec>& sequences,
+                                                      int64_t chunk_size, int keep,
+                                                      const CostModel& cost);
+
+// Appends a unit's actions, numbering its micro-batches from *slot on.
+void AppendChunkUnit(const ChunkUnit& unit, int* slot, std::vector<Action>* actions);
+
+// The most memory any rank running `units` needs: one chunk of `chunk_size` being computed, the
+// other kept chunks' activations, and the K/V state and pending loss gradients of the longest
+// chunked sequence.
+int64_t ChunkUnitsBudget(const std::vector<ChunkUnit>& units, int64_t chunk_size,
+                         const CostModel& cost);
+
 // The plan's activation budget is what the schedule needs at most: one chunk of C tokens being
 // computed, max(K, 1) - 1 more chunks of activations kept (every chunk's when K = 0), and the K/V
 // state and pending loss gradients of the batch's longest chunked sequence.

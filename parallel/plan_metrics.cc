@@ -22,6 +22,7 @@ PlanMetrics MeasurePlan(const StepPlan& plan, const CostModel& cost) {
           load.compute_s += cost.MicroBatchSeconds(a.tokens);
           ++load.micro_batches;
           load.tokens += TokenCount(a.tokens);
+          if (!a.context.empty()) ++metrics.chunks;
           break;
         case ActionKind::kBackward:
           break;

@@ -28,6 +28,7 @@ struct PlanMetrics {
   double mean_ring_bytes_sent = 0.0;
   int largest_ring = 1;  // members of the largest ring (1 when there is none)
   int rings = 0;
+  int chunks = 0;  // chunks that attend to earlier chunks of their sequence (ChunkFlow)
 
   // max / mean compute over ranks; 1 for a plan with no compute.
   double balance() const { return mean_compute_s > 0 ? max_compute_s / mean_compute_s : 1.0; }

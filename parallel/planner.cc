@@ -4,6 +4,7 @@
 #include "parallel/balance_scheduler.h"
 #include "parallel/chunk_planner.h"
 #include "parallel/hdp_planner.h"
+#include "parallel/hybrid_planner.h"
 #include "parallel/ring_share.h"
 #include "parallel/static_planner.h"
 
@@ -58,6 +59,13 @@ absl::StatusOr<StepPlan> PlanStep(const std::vector<SequenceSpec>& sequences,
   }
   switch (options.kind) {
     case PlannerKind::kHdp:
+      if (options.chunk_size > 0) {
+        return PlanHdpWithChunks(
+            sequences,
+            HybridOptions{HdpOptions{options.world_size, options.capacity_tokens},
+                          options.chunk_size, options.chunk_keep},
+            cost);
+      }
       return PlanBalancedHdp(sequences, HdpOptions{options.world_size, options.capacity_tokens},
                              cost);
     case PlannerKind::kNaiveHdp:

@@ -30,7 +30,10 @@ struct PlannerOptions {
   int world_size = 1;
   int64_t capacity_tokens = 0;  // C: tokens per rank per micro-batch (chunkflow: the chunk size)
   int cp_size = 1;              // static only: ranks per context-parallel group
-  int chunk_keep = 0;           // chunkflow only: K, chunks keeping activations (0 = all)
+  int chunk_keep = 0;           // chunkflow, hdp with chunks: K, chunks keeping activations
+                                // (0 = all)
+  int64_t chunk_size = 0;       // hdp only: > 0 lets long sequences run as chunks of this size
+                                // where that is cheaper than a ring (hybrid_planner.h)
 };
 
 // The static mesh's context-parallel size for sequences of up to `longest` tokens: the fewest

@@ -1,7 +1,8 @@
 // `loom train` under `mpirun -np 4` with the mpi backend against single-rank training of the same
-// config: the balanced hdp planner (rings included) with and without ZeRO-1, the static mesh and
-// ChunkFlow chunks (K = 1); 30 steps each, whose losses agree within 1e-4 relative (fp32
-// reassociation compounds over steps; DESIGN.md section 4).
+// config: the balanced hdp planner (rings included) with and without ZeRO-1, the static mesh,
+// ChunkFlow chunks (K = 1), and hdp with rings and chunks in one plan; 30 steps each, whose
+// losses agree within 1e-4 relative (fp32 reassociation compounds over steps; DESIGN.md
+// section 4).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,18 +75,21 @@ TEST(TrainMpirunTest, FourProcessesUnderHdpReproduceSingleRankLosses) {
   struct Variant {
     const char* planner;
     int zero;
+    int64_t chunk_size = 0;
   };
   for (const Variant& v : {Variant{"hdp", 0}, Variant{"hdp", 1}, Variant{"static", 0},
-                           Variant{"chunkflow", 0}}) {
+                           Variant{"chunkflow", 0}, Variant{"hdp", 0, 96}}) {
     const int zero = v.zero;
-    const std::string name = absl::StrFormat("mpi-%s-zero%d", v.planner, zero);
+    const std::string name =
+        absl::StrFormat("mpi-%s-zero%d-chunk%d", v.planner, zero, v.chunk_size);
     SCOPED_TRACE(name);
     c.logging.run_dir = (root / name).string();
     c.parallel.world_size = 4;
     c.parallel.planner = v.planner;
     c.parallel.capacity_tokens = 96;  // documents of up to 256 tokens need rings of up to 3 ranks
     c.parallel.zero = zero;
-    c.parallel.chunk_keep = 1;  // chunkflow: every chunk but the last recomputed
+    c.parallel.chunk_keep = 1;  // chunks: every chunk but the last recomputed
+    c.parallel.chunk_size = v.chunk_size;
     c.runtime.backend = "mpi";
     {
       std::ofstream f(root / (name + ".yaml"));
@@ -105,7 +109,7 @@ TEST(TrainMpirunTest, FourProcessesUnderHdpReproduceSingleRankLosses) {
 
     const auto got = Metrics(root / name);
     ASSERT_EQ(got.size(), want.size()) << output;
-    int rings = 0;
+    int rings = 0, chunks = 0;
     double worst = 0.0;
     for (size_t i = 0; i < want.size(); ++i) {
       const double w = want[i]["loss"].get<double>();
@@ -113,6 +117,10 @@ TEST(TrainMpirunTest, FourProcessesUnderHdpReproduceSingleRankLosses) {
       worst = std::max(worst, std::abs(g - w) / w);
       EXPECT_NEAR(g, w, 1e-4 * w) << "step " << i + 1;
       rings += got[i]["rings"].get<int>();
+      chunks += got[i]["chunks"].get<int>();
+    }
+    if (v.chunk_size > 0 || std::string(v.planner) == "chunkflow") {
+      EXPECT_GT(chunks, 0) << "long documents must run as chunks";
     }
     if (std::string(v.planner) == "chunkflow") {
       EXPECT_EQ(rings, 0) << "chunks, not rings";
@@ -120,8 +128,9 @@ TEST(TrainMpirunTest, FourProcessesUnderHdpReproduceSingleRankLosses) {
       EXPECT_GT(rings, 0) << "the batches must exercise ring attention across processes";
     }
     EXPECT_LT(got.back()["loss"].get<double>(), want.front()["loss"].get<double>() - 0.5);
-    std::printf("30 steps on 4 mpi ranks, %s: %d rings, worst loss difference %.2e relative\n",
-                name.c_str(), rings, worst);
+    std::printf("30 steps on 4 mpi ranks, %s: %d rings, %d chunks with context, worst loss "
+                "difference %.2e relative\n",
+                name.c_str(), rings, chunks, worst);
   }
   fs::remove_all(root);
 }

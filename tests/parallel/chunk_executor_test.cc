@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "parallel/chunk_planner.h"
+#include "parallel/hybrid_planner.h"
 #include "parallel/plan_metrics.h"
 #include "parallel/plan_validator.h"
 #include "parallel/step_executor.h"
@@ -121,6 +122,43 @@ TEST(ChunkExecutorTest, PresetBatchesMatchSingleRankTraining) {
     for (const SequenceSpec& s : sequences) lengths.push_back(s.length);
     ExpectChunkedMatchesSingleRank({lengths, 48, 2, 2}, 12);
   }
+}
+
+// HDP rings and chunks in one plan (hybrid_planner.h): on long-tailed batches some long sequences
+// form rings and others run as chunks, and the result still equals single-rank training.
+TEST(ChunkExecutorTest, HdpRingsAndChunksInOnePlanMatchSingleRankTraining) {
+  const ModelConfig config = test::PlanTestModel();
+  const CostModel cost = Fp32Cost(config);
+  int rings = 0, chunk_forwards = 0;
+  for (const char* preset : {"byted", "github"}) {
+    for (int world : {2, 3, 4}) {
+      SCOPED_TRACE(testing::Message() << preset << " world " << world);
+      const std::vector<SequenceSpec> sequences =
+          test::PresetBatch(preset, 64, world * 40, 2 * world * 40, 20 + world);
+      absl::StatusOr<StepPlan> plan =
+          PlanHdpWithChunks(sequences, {{world, 40}, 40, 1}, cost);
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      const absl::Status valid = ValidatePlan(*plan, cost);
+      ASSERT_TRUE(valid.ok()) << valid;
+      for (const RankPlan& r : plan->ranks) {
+        for (const Action& a : r.actions) {
+          rings += a.kind == ActionKind::kRingExchange && a.ring.front() == 0;
+          chunk_forwards += a.kind == ActionKind::kForward && !a.context.empty();
+        }
+      }
+      const PackedBatch batch = test::RandomPackedBatch(sequences, config.vocab_size, world);
+      const test::Reference want = test::SingleRank(config, 7, batch);
+      const std::vector<RankRun> got = RunPlan(*plan, batch, config, 7);
+      for (int r = 0; r < world; ++r) {
+        test::ExpectMatches(want, got[static_cast<size_t>(r)].loss_sum,
+                            got[static_cast<size_t>(r)].grads.data(), "rank " + std::to_string(r));
+      }
+    }
+  }
+  std::printf("hdp + chunks: %d rings led by rank 0, %d chunks with context\n", rings,
+              chunk_forwards);
+  EXPECT_GT(rings, 0);
+  EXPECT_GT(chunk_forwards, 0);
 }
 
 // One long sequence of growing length at fixed C and K: the measured peak (allocator bytes above
