@@ -65,8 +65,19 @@ void ExpectSameConfig(const ExperimentConfig& a, const ExperimentConfig& b) {
   EXPECT_EQ(a.schedule.warmup_steps, b.schedule.warmup_steps);
   EXPECT_EQ(a.schedule.total_steps, b.schedule.total_steps);
   EXPECT_EQ(a.parallel.world_size, b.parallel.world_size);
+  EXPECT_EQ(a.parallel.planner, b.parallel.planner);
+  EXPECT_EQ(a.parallel.capacity_tokens, b.parallel.capacity_tokens);
+  EXPECT_EQ(a.parallel.chunk_keep, b.parallel.chunk_keep);
+  EXPECT_EQ(a.parallel.chunk_size, b.parallel.chunk_size);
+  EXPECT_EQ(a.parallel.cp_size, b.parallel.cp_size);
+  EXPECT_EQ(a.parallel.zero, b.parallel.zero);
+  EXPECT_EQ(a.parallel.cost_attention_s, b.parallel.cost_attention_s);
+  EXPECT_EQ(a.parallel.cost_linear_s, b.parallel.cost_linear_s);
+  EXPECT_EQ(a.parallel.cost_overhead_s, b.parallel.cost_overhead_s);
   EXPECT_EQ(a.runtime.threads, b.runtime.threads);
   EXPECT_EQ(a.runtime.seed, b.runtime.seed);
+  EXPECT_EQ(a.runtime.backend, b.runtime.backend);
+  EXPECT_EQ(a.runtime.timeout_s, b.runtime.timeout_s);
   EXPECT_EQ(a.logging.run_dir, b.logging.run_dir);
   EXPECT_EQ(a.logging.log_every, b.logging.log_every);
   EXPECT_EQ(a.logging.val_every, b.logging.val_every);
@@ -375,8 +386,17 @@ TEST(ExperimentConfigTest, RoundTripKeepsEveryField) {
       .beta1 = 0.1f + 0.2f, .beta2 = 0.999999f, .eps = 3e-38f, .weight_decay = 1.0f / 3.0f};
   c.optimizer.grad_clip = 0.1 + 0.2;
   c.schedule = {.max_lr = 1.0f / 7.0f, .min_lr = 1e-30f, .warmup_steps = 5, .total_steps = 6};
-  c.parallel.world_size = 8;
-  c.runtime = {.threads = 3, .seed = 9007199254740993u};
+  c.parallel = {.world_size = 8,
+                .planner = "static",
+                .capacity_tokens = 4097,
+                .chunk_keep = 3,
+                .chunk_size = 1025,
+                .cp_size = 4,
+                .zero = 1,
+                .cost_attention_s = 1.0 / 3e8,
+                .cost_linear_s = 2.5e-6,
+                .cost_overhead_s = 0.1 + 0.2};
+  c.runtime = {.threads = 3, .seed = 9007199254740993u, .backend = "mpi", .timeout_s = 0.7};
   c.logging = {
       .run_dir = " lead\\ing\ttab\nnewline", .log_every = 2, .val_every = 0, .val_tokens = 1};
   c.checkpoint = {.every = 0, .keep_last = 1};
