@@ -58,6 +58,8 @@ std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank) {
   for (const Action& a : actions) {
     for (const TokenRange& r : a.context) chunked.insert(r.sequence_id);
   }
+  std::unordered_map<int64_t, size_t> index;  // sequence id -> its place in the batch
+  for (size_t i = 0; i < plan.sequences.size(); ++i) index.emplace(plan.sequences[i].id, i);
   std::unordered_map<int64_t, int64_t> stored;  // sequence id -> tokens in the state store
   RankMemory m;
   std::vector<RankMemory> timeline;
@@ -71,9 +73,11 @@ std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank) {
       m.activation_tokens += tokens;
       m.pending_tokens += tokens;
       for (const TokenRange& r : a.tokens) {
-        if (!chunked.contains(r.sequence_id)) continue;
-        stored[r.sequence_id] += r.size();
-        m.context_tokens += r.size();
+        // The executor sizes a sequence's state store for all of it at its first chunk.
+        if (!chunked.contains(r.sequence_id) || stored.contains(r.sequence_id)) continue;
+        const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
+        stored[r.sequence_id] = length;
+        m.context_tokens += length;
       }
     }
     if (a.kind == ActionKind::kRecompute) m.activation_tokens += tokens;

@@ -40,7 +40,8 @@ PlanMetrics MeasurePlan(const StepPlan& plan, const CostModel& cost);
 // (micro-batches between Forward and Backward whose activations are kept, and the one being
 // computed or recomputed), the tokens whose loss gradient waits for their backward, the scratch of
 // the micro-batch being computed, and the tokens of chunked sequences whose K/V (and K/V
-// gradients) wait in the state store for later chunks. The validator checks it against the
+// gradients) wait in the state store for later chunks (a whole sequence's, from its first chunk's
+// forward to its last backward). The validator checks it against the
 // budget; MeasurePlan's peak is its largest value.
 struct RankMemory {
   int64_t activation_tokens = 0;

@@ -7,7 +7,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "parallel/ring_attention.h"
 #include "src/kernels/attention.h"
@@ -17,7 +16,8 @@ namespace {
 
 // The K/V state of a chunked sequence on this rank: K and V (after RoPE) of every token its chunks
 // have computed so far, per layer, which later chunks attend to, and the gradients those later
-// chunks add to them. Rows are token positions; memory comes from the model's allocator, so the
+// chunks add to them. Rows are token positions, allocated for the whole sequence at its first
+// chunk (as the plan's memory timeline counts it); memory comes from the model's allocator, so the
 // measured peak includes it.
 struct ContextStore {
   std::vector<Buffer> k, v, dk, dv;  // per layer, [sequence length, n_kv_heads * D]
@@ -143,14 +143,15 @@ class MicroBatchAttention : public AttentionFn {
   absl::Status status_;
 };
 
-// Appends the tokens of `range` (sequence i of the packed batch) to `out`.
-void AppendRange(const PackedBatch& batch, const TokenRange& range, TokenBatch& out) {
+// Appends the tokens of `range` (sequence i of the packed batch) to `out`, as document `doc`.
+void AppendRange(const PackedBatch& batch, const TokenRange& range, int32_t doc,
+                 TokenBatch& out) {
   const int64_t start = batch.sequence_starts[static_cast<size_t>(range.sequence_id)];
   for (int64_t t = start + range.begin; t < start + range.end; ++t) {
     const size_t i = static_cast<size_t>(t);
     out.tokens.push_back(batch.tokens[i]);
     out.targets.push_back(batch.targets[i]);
-    out.doc.push_back(static_cast<int32_t>(range.sequence_id));
+    out.doc.push_back(doc);
     out.pos.push_back(batch.positions[i]);
   }
 }
@@ -290,11 +291,16 @@ class RankExecutor {
       }
       f.chunk_sequence = t.sequence_id;
       f.chunk = t;
-      AppendRange(batch_, t, f.batch);
+      AppendRange(batch_, t, static_cast<int32_t>(t.sequence_id), f.batch);
     }
+    // Whole documents are numbered in layout order, above every sequence id: the attention
+    // kernel skips a block pair by comparing the blocks' document id ranges, which only works
+    // when ids increase along the rows. (A chunk and ring shares keep their sequence ids, which
+    // their context and their ring partners know them by.)
+    int32_t next_doc = static_cast<int32_t>(plan_.sequences.size());
     for (const TokenRange& t : a.tokens) {
       if (!ring_sequences.contains(t.sequence_id) && t.size() == SequenceLength(t.sequence_id)) {
-        AppendRange(batch_, t, f.batch);
+        AppendRange(batch_, t, next_doc++, f.batch);
       }
     }
     const int local_count = f.batch.size();
@@ -416,7 +422,9 @@ class RankExecutor {
     RingPart part;
     part.ring_id = r.ring_id;
     part.begin = batch.size();
-    for (const TokenRange& t : r.tokens) AppendRange(batch_, t, batch);
+    for (const TokenRange& t : r.tokens) {
+      AppendRange(batch_, t, static_cast<int32_t>(t.sequence_id), batch);
+    }
     part.count = batch.size() - part.begin;
     int me = -1;
     for (size_t m = 0; m < r.ring.size(); ++m) {
