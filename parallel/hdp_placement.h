@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "parallel/cost_model.h"
 #include "parallel/hdp_planner.h"
 #include "parallel/plan_builder.h"
 #include "parallel/step_plan.h"
@@ -15,7 +16,16 @@
 namespace loom {
 
 // Needs a batch that CheckHdpBatch accepts.
-Placement PlaceInOrder(const std::vector<SequenceSpec>& sequences, const HdpOptions& options);
+FlatPlacement PlaceInOrder(const std::vector<SequenceSpec>& sequences, const HdpOptions& options);
+
+// Whether some rank of PlaceInOrder's placement runs for at least `seconds` (the cost model's
+// time summed over its micro-batches, as SlowestRankSeconds counts it, up to rounding), answered
+// without making the placement: first from single sequences (the rank holding one whole, or
+// every member of its ceil(L/C)-rank ring, runs at least that share and one micro-batch), then by
+// placing in order, loads only, up to the first rank that gets there. The balance scheduler
+// asks this with its own slowest rank, which in-order placement at scale exceeds early on.
+bool InOrderReaches(const std::vector<SequenceSpec>& sequences, const HdpOptions& options,
+                    const CostModel& cost, double seconds);
 
 }  // namespace loom
 

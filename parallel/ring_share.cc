@@ -13,15 +13,22 @@ int64_t PieceStart(int64_t length, int64_t pieces, int64_t j) {
 
 }  // namespace
 
-std::vector<TokenRange> ZigzagShare(int64_t sequence_id, int64_t length, int members, int member) {
-  std::vector<TokenRange> share;
+int ZigzagShareInto(int64_t sequence_id, int64_t length, int members, int member,
+                    TokenRange out[2]) {
+  int count = 0;
   const int64_t pieces = 2 * static_cast<int64_t>(members);
   for (const int64_t j : {static_cast<int64_t>(member), pieces - 1 - member}) {
     const TokenRange r{sequence_id, PieceStart(length, pieces, j),
                        PieceStart(length, pieces, j + 1)};
-    if (r.size() > 0) share.push_back(r);
+    if (r.size() > 0) out[count++] = r;
   }
-  return share;
+  return count;
+}
+
+std::vector<TokenRange> ZigzagShare(int64_t sequence_id, int64_t length, int members, int member) {
+  TokenRange ranges[2];
+  const int count = ZigzagShareInto(sequence_id, length, members, member, ranges);
+  return std::vector<TokenRange>(ranges, ranges + count);
 }
 
 }  // namespace loom

@@ -15,6 +15,12 @@ namespace loom {
 // Member `member`'s token ranges of a sequence of `length` tokens spread over `members` ranks.
 std::vector<TokenRange> ZigzagShare(int64_t sequence_id, int64_t length, int members, int member);
 
+// The same ranges written to out[0] and out[1], returning how many there are (0 to 2): planners
+// at scale ask for every member of tens of thousands of rings, several times each, and a vector
+// each time is an allocation per ask.
+int ZigzagShareInto(int64_t sequence_id, int64_t length, int members, int member,
+                    TokenRange out[2]);
+
 }  // namespace loom
 
 #endif  // LOOM_PARALLEL_RING_SHARE_H_
