@@ -18,3 +18,17 @@ foreach(np 2 3 4)
     ENVIRONMENT "${loom_parallel_mpirun_env}" TIMEOUT 120 SKIP_RETURN_CODE 77
     PROCESSORS 2 LABELS "mpi")
 endforeach()
+
+# The executor over every planner on the mpi backend.
+add_executable(step_executor_mpirun ${CMAKE_CURRENT_LIST_DIR}/step_executor_mpirun.cc
+               ${CMAKE_CURRENT_LIST_DIR}/../runtime/mpirun_main.cc)
+target_link_libraries(step_executor_mpirun PRIVATE loom_parallel GTest::gtest)
+loom_target_options(step_executor_mpirun)
+foreach(np 2 3 4)
+  add_test(NAME step_executor_mpirun.np${np}
+           COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} ${np}
+                   $<TARGET_FILE:step_executor_mpirun>)
+  set_tests_properties(step_executor_mpirun.np${np} PROPERTIES
+    ENVIRONMENT "${loom_parallel_mpirun_env}" TIMEOUT 120 SKIP_RETURN_CODE 77
+    PROCESSORS 2 LABELS "mpi")
+endforeach()
