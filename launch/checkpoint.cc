@@ -172,12 +172,14 @@ absl::Status VerifyCheckpoint(const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir) {
+absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir,
+                                             std::vector<std::string>* passed_over) {
   auto folders = CheckpointFolders(run_dir);
   std::string problems;
   for (auto it = folders.rbegin(); it != folders.rend(); ++it) {
     const absl::Status s = VerifyCheckpoint(it->second.string());
     if (s.ok()) return it->second.string();
+    if (passed_over != nullptr) passed_over->emplace_back(s.message());
     problems += absl::StrFormat("\n  %s", s.message());
   }
   return absl::NotFoundError(

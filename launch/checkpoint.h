@@ -38,7 +38,11 @@ absl::StatusOr<std::string> WriteCheckpoint(const std::string& run_dir, const Mo
                                             const ExperimentConfig& config, int keep_last);
 
 // The newest complete checkpoint folder of a run (one with a manifest whose checksums match).
-absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir);
+// Newer damaged ones (a file truncated or corrupted after the write, say by a full disk or a
+// crash of the storage) are passed over; `passed_over`, when given, receives why each was, newest
+// first, naming the file.
+absl::StatusOr<std::string> LatestCheckpoint(const std::string& run_dir,
+                                             std::vector<std::string>* passed_over = nullptr);
 
 // Checks the manifest of a checkpoint folder: every file present with its size and checksum.
 absl::Status VerifyCheckpoint(const std::string& dir);

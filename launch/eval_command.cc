@@ -1,5 +1,6 @@
 // loom eval: the mean token loss of a checkpoint on some data.
 #include <cstdio>
+#include <filesystem>
 
 #include "absl/strings/str_format.h"
 #include "launch/checkpoint.h"
@@ -19,6 +20,11 @@ absl::StatusOr<nlohmann::json> RunEval(const CommandLine& cl) {
   if (!data.ok()) return data.status();
   absl::StatusOr<int64_t> tokens = cl.GetInt("tokens", 0);
   if (!tokens.ok()) return tokens.status();
+  std::error_code ec;
+  if (!std::filesystem::is_directory(*dir, ec)) {
+    return absl::NotFoundError(absl::StrFormat(
+        "--checkpoint %s: no such folder (a checkpoints/step-NNNNNNNN folder of a run)", *dir));
+  }
   if (absl::Status s = VerifyCheckpoint(*dir); !s.ok()) return s;
   absl::StatusOr<ModelConfig> mc = ReadCheckpointModelConfig(*dir);
   if (!mc.ok()) return mc.status();
@@ -27,7 +33,11 @@ absl::StatusOr<nlohmann::json> RunEval(const CommandLine& cl) {
   const DataConfig dc = exp.ok() ? exp->data : DataConfig{};
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Create(*mc);
   if (!model.ok()) return model.status();
-  if (absl::Status s = ReadCheckpointWeights(*dir, **model); !s.ok()) return s;
+  if (absl::Status s = ReadCheckpointWeights(*dir, **model); !s.ok()) {
+    return absl::Status(s.code(), absl::StrFormat("%s: its weights do not fit the model its "
+                                                  "config.json describes: %s",
+                                                  *dir, s.message()));
+  }
   absl::StatusOr<std::vector<std::string>> shards = ResolveShards(*data, "--data");
   if (!shards.ok()) return shards.status();
   DatasetOptions options;

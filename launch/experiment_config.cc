@@ -60,6 +60,9 @@ std::vector<Section> Schema(ExperimentConfig& c) {
             .value = &c.optimizer.adamw.weight_decay,
             .constraint = kNonNegative},
            {.key = "grad_clip", .value = &c.optimizer.grad_clip},
+           {.key = "on_nonfinite",
+            .value = &c.optimizer.on_nonfinite,
+            .choices = {"skip", "stop"}},
        }},
       {"schedule",
        {
@@ -327,7 +330,9 @@ class ConfigReader {
     for (const YamlField& field : FindSection(section_name)->fields) {
       const std::string path = absl::StrCat(section_name, ".", field.key);
       const auto set = where_.find(path);
-      const size_t at = FindWord(message, path);
+      // Some Validate() messages name a field by its key alone ("min_lr").
+      size_t at = FindWord(message, path);
+      if (at == absl::string_view::npos) at = FindWord(message, field.key);
       if (set != where_.end() && at < first) {
         first = at;
         where = set->second;
@@ -337,12 +342,17 @@ class ConfigReader {
     return absl::Status(status.code(), absl::StrFormat("%s: %s", where, message));
   }
 
-  // Position of `word` in `text` not followed by more of an identifier ("model.n_heads" must not
-  // match inside a longer key), or npos.
+  // Position of `word` in `text` neither preceded nor followed by more of an identifier or key
+  // path ("model.n_heads" must not match inside a longer key, nor "n_heads" inside a path), or
+  // npos.
   static size_t FindWord(absl::string_view text, absl::string_view word) {
+    auto part_of_name = [](char c) { return absl::ascii_isalnum(c) || c == '_' || c == '.'; };
     for (size_t at = text.find(word); at != absl::string_view::npos; at = text.find(word, at + 1)) {
       const size_t end = at + word.size();
-      if (end == text.size() || !(absl::ascii_isalnum(text[end]) || text[end] == '_')) return at;
+      const bool starts = at == 0 || !part_of_name(text[at - 1]);
+      // A key path may end a sentence ("... model.n_heads."), so a dot after it still ends it.
+      const bool ends = end == text.size() || !(absl::ascii_isalnum(text[end]) || text[end] == '_');
+      if (starts && ends) return at;
     }
     return absl::string_view::npos;
   }

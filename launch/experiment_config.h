@@ -27,6 +27,9 @@ struct DataConfig {
 struct OptimizerConfig {
   AdamWConfig adamw;
   double grad_clip = 1.0;  // global norm; <= 0 disables
+  // A step whose loss or gradient norm is NaN or infinite applies no update; "skip" goes on with
+  // the next batch, "stop" writes a checkpoint of the last good state and fails naming the step.
+  std::string on_nonfinite = "skip";
 };
 
 struct ParallelConfig {

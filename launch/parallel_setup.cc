@@ -2,6 +2,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#ifdef LOOM_HAVE_CUDA
+#include "src/cuda/cuda_device.h"
+#endif
 
 namespace loom {
 
@@ -84,8 +87,24 @@ absl::StatusOr<RuntimeConfig> RuntimeConfigFromConfig(const ExperimentConfig& co
   }
   if (!BackendAvailable(*backend)) {
     return absl::FailedPreconditionError(absl::StrFormat(
-        "runtime.backend: this build has no '%s' backend", config.runtime.backend));
+        "runtime.backend: this build has no '%s' backend (it needs a CUDA build that found "
+        "NCCL: configure with -DLOOM_CUDA=ON where nvcc and NCCL are installed); on CPUs use "
+        "runtime.backend: mpi (ranks as processes) or local (ranks as threads)",
+        config.runtime.backend));
   }
+#ifdef LOOM_HAVE_CUDA
+  // Said here, before any rank starts, rather than as a CUDA error from every rank.
+  if (*backend == Backend::kNccl) {
+    const absl::StatusOr<int> devices = CudaDeviceCount();
+    if (!devices.ok() || *devices == 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "runtime.backend: nccl needs a GPU per rank and %s; on CPUs use runtime.backend: mpi "
+          "(ranks as processes) or local (ranks as threads)",
+          devices.ok() ? "this machine shows none (no CUDA device or driver)"
+                       : std::string(devices.status().message())));
+    }
+  }
+#endif
   r.backend = *backend;
   r.local_world_size = *backend == Backend::kLocal ? config.parallel.world_size : 1;
   r.timeout = absl::Seconds(config.runtime.timeout_s);

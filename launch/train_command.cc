@@ -5,6 +5,7 @@
 #include "launch/command_line.h"
 #include "launch/commands.h"
 #include "launch/trainer.h"
+#include "runtime/mpi_session.h"
 
 namespace loom {
 namespace {
@@ -57,6 +58,18 @@ int TrainCommand(const std::vector<std::string>& args) {
   const absl::Status s = RunTraining(*config, resume, &g_stop);
   if (!s.ok()) {
     std::fprintf(stderr, "loom train: %s\n", std::string(s.message()).c_str());
+    if (s.code() == absl::StatusCode::kDeadlineExceeded) {
+      std::fprintf(stderr,
+                   "loom train: a rank died, hung or fell more than runtime.timeout_s (%g s) "
+                   "behind its peers (MPI does not say which member of a collective is "
+                   "missing; the ranks that report a timeout are not)\n",
+                   config->runtime.timeout_s);
+    }
+    std::fflush(stderr);
+    // One process of an mpirun / srun job: after a timeout, operations on a lost or hung peer
+    // stay outstanding and MPI_Finalize at exit would wait for them forever, so the whole job
+    // ends here instead (the launcher kills the other ranks, the hung one included).
+    AbortMpiJob(1);
     return 1;
   }
   return g_stop.load() ? 130 : 0;

@@ -2,9 +2,11 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -13,6 +15,7 @@
 #include "launch/evaluate.h"
 #include "launch/parallel_setup.h"
 #include "launch/training_data.h"
+#include "launch/world_layout.h"
 #include "parallel/context_parallel_attention.h"
 #include "parallel/plan_metrics.h"
 #include "parallel/plan_validator.h"
@@ -26,15 +29,33 @@ namespace loom {
 namespace fs = std::filesystem;
 namespace {
 
-int ResolveThreads(int requested) {
-  if (requested > 0) return requested;
-  const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  return cores > 0 ? static_cast<int>(cores) : 1;
+// Kernel threads of one rank. runtime.threads is per process, so the threads of a local world
+// share it. 0 means the cores this process may run on (its affinity mask, which mpirun
+// --bind-to core and srun --cpu-bind narrow to the rank's own core), shared likewise by a local
+// world's threads, or by the unbound processes of one host, which would otherwise each start a
+// thread per core and oversubscribe it.
+int RankThreads(int requested, const Communicator& comm) {
+  const int local_ranks = comm.backend() == Backend::kLocal ? comm.size() : 1;
+  if (requested > 0) return std::max(1, requested / local_ranks);
+  const int online = static_cast<int>(std::max(sysconf(_SC_NPROCESSORS_ONLN), 1L));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int allowed = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : online;
+  int sharing = local_ranks;
+  if (comm.backend() != Backend::kLocal && allowed >= online) {
+    sharing = std::max(1, comm.world().local_size);
+  }
+  return std::max(1, allowed / sharing);
 }
 
 }  // namespace
 
 absl::StatusOr<ExperimentConfig> LoadRunConfig(const std::string& run_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(run_dir, ec)) {
+    return absl::NotFoundError(
+        absl::StrFormat("--resume %s: no such run folder (the logging.run_dir of a run)", run_dir));
+  }
   LOOM_ASSIGN_OR_RETURN(std::string ckpt, LatestCheckpoint(run_dir));
   LOOM_ASSIGN_OR_RETURN(ExperimentConfig config,
                         LoadExperimentConfig(ckpt + "/experiment.yaml", {}));
@@ -96,10 +117,20 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const ExperimentConfig&
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Resume(const ExperimentConfig& config,
                                                          Communicator& comm) {
   const std::string& run_dir = config.logging.run_dir;
-  LOOM_ASSIGN_OR_RETURN(std::string ckpt, LatestCheckpoint(run_dir));
+  std::vector<std::string> damaged;
+  LOOM_ASSIGN_OR_RETURN(std::string ckpt, LatestCheckpoint(run_dir, &damaged));
+  if (comm.rank() == 0) {
+    for (const std::string& why : damaged) {
+      std::fprintf(stderr, "warning: skipping a damaged checkpoint: %s\n", why.c_str());
+    }
+  }
   auto t = std::unique_ptr<Trainer>(new Trainer(config, comm));
   LOOM_RETURN_IF_ERROR(t->Open());
-  LOOM_RETURN_IF_ERROR(ReadCheckpointWeights(ckpt, *t->model_));
+  LOOM_RETURN_IF_ERROR(WithContext(
+      ReadCheckpointWeights(ckpt, *t->model_),
+      absl::StrFormat("resuming from %s: its weights do not fit the model its experiment.yaml "
+                      "describes",
+                      ckpt)));
   // Checkpoints hold the whole optimizer state; a sharded run keeps its own shard of it.
   AdamW full(t->model_->layout(), config.optimizer.adamw, &t->allocator_);
   LOOM_ASSIGN_OR_RETURN(TrainingState state,
@@ -124,13 +155,11 @@ absl::Status Trainer::Open() {
   const ExperimentConfig& c = config_;
   if (comm_.size() != c.parallel.world_size) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "parallel.world_size is %d but the launcher started %d ranks (mpirun -np / srun -n must "
+        "parallel.world_size is %d but the launcher started %d rank%s (mpirun -np / srun -n must "
         "match it)",
-        c.parallel.world_size, comm_.size()));
+        c.parallel.world_size, comm_.size(), comm_.size() == 1 ? "" : "s"));
   }
-  // Ranks that are threads of one process share its cores.
-  const int local_ranks = comm_.backend() == Backend::kLocal ? comm_.size() : 1;
-  threads_ = std::max(1, ResolveThreads(c.runtime.threads) / local_ranks);
+  threads_ = RankThreads(c.runtime.threads, comm_);
   omp_set_num_threads(threads_);
   openblas_set_num_threads(threads_);
   LOOM_ASSIGN_OR_RETURN(planner_, PlannerOptionsFromConfig(c));
@@ -155,7 +184,9 @@ absl::Status Trainer::Open() {
                                                   c.data.tokens_per_step});
   }
   if (!lead()) return absl::OkStatus();
-  return WriteFileAtomically(c.logging.run_dir + "/config.yaml", {ExperimentConfigToYaml(c)});
+  return WithContext(
+      WriteFileAtomically(c.logging.run_dir + "/config.yaml", {ExperimentConfigToYaml(c)}),
+      absl::StrFormat("logging.run_dir %s is not writable", c.logging.run_dir));
 }
 
 double Trainer::ValidationLoss() {
@@ -173,9 +204,12 @@ absl::Status Trainer::SaveCheckpoint() {
   state.step = step_;
   state.sampler = sampler_->position();
   state.threads = threads_;
-  return WriteCheckpoint(config_.logging.run_dir, *model_, sharded_ ? *gathered : *adamw_, state,
-                         config_, config_.checkpoint.keep_last)
-      .status();
+  // A failed write removes its half-written folder; the older checkpoints stay resumable.
+  return WithContext(
+      WriteCheckpoint(config_.logging.run_dir, *model_, sharded_ ? *gathered : *adamw_, state,
+                      config_, config_.checkpoint.keep_last)
+          .status(),
+      absl::StrFormat("writing the checkpoint of step %d (older checkpoints are kept)", step_));
 }
 
 absl::StatusOr<double> Trainer::Update(float lr) {
@@ -184,7 +218,8 @@ absl::StatusOr<double> Trainer::Update(float lr) {
   }
   const double norm =
       ClipGradNorm(model_->grads(), model_->num_params(), config_.optimizer.grad_clip);
-  adamw_->Step(model_->params(), model_->grads(), lr);
+  // As ShardedAdamW::Step: a NaN or infinite gradient leaves weights and moments untouched.
+  if (std::isfinite(norm)) adamw_->Step(model_->params(), model_->grads(), lr);
   return norm;
 }
 
@@ -193,7 +228,10 @@ absl::Status Trainer::Run(const std::atomic<bool>* stop) {
   const int64_t total = c.schedule.total_steps;
   std::optional<MetricsLog> metrics;
   std::optional<ProgressLine> progress;
+  LOOM_ASSIGN_OR_RETURN(const std::vector<RankPlacement> layout,
+                        GatherWorldLayout(comm_, threads_));
   if (lead()) {
+    std::fputs(FormatWorldLayout(layout, comm_).c_str(), stdout);
     LOOM_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::Open(c.logging.run_dir, step_));
     metrics.emplace(std::move(log));
     progress.emplace(step_, total);
@@ -208,6 +246,7 @@ absl::Status Trainer::Run(const std::atomic<bool>* stop) {
   PackedBatch packed;
   bool checkpoint_is_current = true;
   absl::Status deferred;  // a failure of rank 0's own work, told to the others at the next step
+  absl::Status nonfinite;  // optimizer.on_nonfinite: stop, on every rank alike
   while (step_ < total) {
     // 0: go on; 1: a rank was asked to stop; 2: a rank failed.
     int32_t verdict = !deferred.ok() ? 2 : (stop != nullptr && stop->load()) ? 1 : 0;
@@ -222,6 +261,7 @@ absl::Status Trainer::Run(const std::atomic<bool>* stop) {
       break;
     }
     const auto t0 = std::chrono::steady_clock::now();
+    const SamplerPosition before_batch = sampler_->position();  // the last good state's
     const GlobalBatch batch = sampler_->Next();
     PackBatch(*train_, batch, &packed);
     const std::vector<SequenceSpec> sequences = SequencesOf(packed);
@@ -241,13 +281,30 @@ absl::Status Trainer::Run(const std::atomic<bool>* stop) {
     LOOM_ASSIGN_OR_RETURN(StepOutcome outcome,
                           ExecuteStep(comm_, *plan, packed, *model_,
                                       ExecutorOptions{.all_reduce_gradients = !sharded_}));
-    LOOM_ASSIGN_OR_RETURN(const double grad_norm, Update(lr));
+    // The loss and the gradient norm are the same bits on every rank (both are reduced over the
+    // world), so every rank takes the same branch below without a word exchanged.
+    const double loss = outcome.targets > 0 ? outcome.loss_sum / outcome.targets : 0.0;
+    double grad_norm = std::nan("");  // unknown when the loss alone already rules the step out
+    if (std::isfinite(loss)) {
+      LOOM_ASSIGN_OR_RETURN(grad_norm, Update(lr));
+    }
+    const bool skipped = !std::isfinite(loss) || !std::isfinite(grad_norm);
+    if (skipped && c.optimizer.on_nonfinite == "stop") {
+      // The weights and moments are still those after step_; with the sampler back before this
+      // batch, the checkpoint written below is the last good state.
+      LOOM_RETURN_IF_ERROR(sampler_->Restore(before_batch));
+      nonfinite = absl::DataLossError(absl::StrFormat(
+          "step %d: non-finite loss (%g) or gradient norm (%g) on all ranks (both are reduced "
+          "over the world); optimizer.on_nonfinite is stop: the update was not applied, and the "
+          "checkpoint of step %d in %s/checkpoints holds the last good state",
+          step_ + 1, loss, grad_norm, step_, c.logging.run_dir));
+      break;
+    }
     ++step_;
     checkpoint_is_current = false;
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (lead() && deferred.ok()) {
-      const double loss = outcome.targets > 0 ? outcome.loss_sum / outcome.targets : 0.0;
       const PlanMetrics m = MeasurePlan(*plan, cost_);
       int max_micro_batches = 0;
       for (const RankLoad& r : m.ranks) max_micro_batches = std::max(max_micro_batches, r.micro_batches);
@@ -267,6 +324,14 @@ absl::Status Trainer::Run(const std::atomic<bool>* stop) {
                                {"largest_ring", m.largest_ring},
                                {"chunks", m.chunks},
                                {"ring_bytes_per_rank", m.mean_ring_bytes_sent}};
+      if (skipped) {
+        // JSON has no NaN or infinity: nlohmann writes them as null.
+        record["skipped"] = true;
+        progress->Message(absl::StrFormat(
+            "step %d: non-finite loss (%g) or gradient norm (%g) on all ranks: update skipped "
+            "(optimizer.on_nonfinite: skip)",
+            step_, loss, grad_norm));
+      }
       if (val_ && c.logging.val_every > 0 &&
           (step_ % c.logging.val_every == 0 || step_ == total)) {
         const double val_loss = ValidationLoss();
@@ -299,6 +364,7 @@ absl::Status Trainer::Run(const std::atomic<bool>* stop) {
       comm_.AllReduce(comm_.world_group(), std::span<int32_t>(&verdict, 1), ReduceOp::kMax));
   if (verdict == 2) return deferred;
   if (verdict == 1) LOOM_RETURN_IF_ERROR(SaveCheckpoint());
+  if (!nonfinite.ok()) return lead() ? nonfinite : absl::OkStatus();  // rank 0 reports, once
   if (lead()) {
     std::printf("checkpoint at step %lld in %s/checkpoints\n", static_cast<long long>(step_),
                 c.logging.run_dir.c_str());

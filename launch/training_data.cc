@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "data/token_dataset.h"
 #include "src/status_macros.h"
 
@@ -49,6 +50,12 @@ absl::StatusOr<std::unique_ptr<TokenDataset>> OpenDataset(const std::string& spe
   if (!ds.ok()) {
     return absl::Status(ds.status().code(),
                         absl::StrFormat("%s: %s", field, ds.status().message()));
+  }
+  // Otherwise the sampler's "no documents" would not say which files were empty.
+  if (ds->num_tokens() == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: no tokens in '%s': every shard is empty (%s)", field, spec,
+        absl::StrJoin(paths, ", ")));
   }
   return std::make_unique<TokenDataset>(std::move(ds).value());
 }

@@ -116,6 +116,9 @@ absl::StatusOr<double> ShardedAdamW::Step(float* params, float* grads, float lr,
     sum += member_sum;
   }
   const double norm = std::sqrt(sum);
+  // A NaN or infinite gradient would poison every moment and weight: no update, the same decision
+  // on every member (the norm's bits are). The caller sees the norm and reports the step.
+  if (!std::isfinite(norm)) return norm;
   // ClipGradNorm's rule (torch's clip_grad_norm_).
   if (max_norm > 0.0 && norm > max_norm) {
     const float scale = static_cast<float>(max_norm / (norm + 1e-6));

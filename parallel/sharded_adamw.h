@@ -47,7 +47,8 @@ class ShardedAdamW {
   // member; on return the updated model, again the same on every member. grads: this member's
   // unreduced contribution to the flat gradient (the sum over members is the gradient), P floats,
   // overwritten as scratch. max_norm <= 0 disables clipping. Returns the global gradient norm
-  // before clipping, the same bits on every member.
+  // before clipping, the same bits on every member. A non-finite norm (a NaN or infinite
+  // gradient) updates nothing: parameters, moments and the step count stay as they were.
   absl::StatusOr<double> Step(float* params, float* grads, float lr, double max_norm);
 
   // This member's shard of the flat parameters: [shard_begin, shard_end).

@@ -23,6 +23,15 @@ absl::Mutex& MpiMutex() {
   return mutex;
 }
 
+void AbortMpiJob(int exit_code) {
+  absl::MutexLock lock(&MpiMutex());
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
+}
+
 absl::Status EnsureMpiInitialized() {
   static absl::Mutex init_mutex;
   absl::MutexLock init_lock(&init_mutex);

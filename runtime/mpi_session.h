@@ -28,6 +28,12 @@ absl::Status EnsureMpiInitialized();
 // Guards every MPI call loom makes.
 absl::Mutex& MpiMutex();
 
+// Ends every process of the job now (MPI_Abort on MPI_COMM_WORLD, which makes mpirun or srun
+// kill the others) when MPI is initialised and not yet finalised; does nothing otherwise. For a
+// process whose run failed: a timed-out operation may still be outstanding on a lost or hung
+// peer, and MPI_Finalize at exit would wait for it forever.
+void AbortMpiJob(int exit_code);
+
 // The text MPI gives for an error code. Takes MpiMutex: call it without holding it.
 std::string MpiErrorText(int code);
 

@@ -30,6 +30,9 @@ def main():
                     r = json.loads(line)
                 except json.JSONDecodeError as e:
                     sys.exit(f"{path}:{n}: not JSON: {e}")
+                # A skipped step (optimizer.on_nonfinite) has a NaN loss, written as null.
+                if r.get("loss") is None:
+                    continue
                 steps.append(r["step"])
                 loss.append(r["loss"])
                 if "val_loss" in r:

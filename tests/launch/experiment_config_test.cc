@@ -60,6 +60,7 @@ void ExpectSameConfig(const ExperimentConfig& a, const ExperimentConfig& b) {
   EXPECT_EQ(a.optimizer.adamw.eps, b.optimizer.adamw.eps);
   EXPECT_EQ(a.optimizer.adamw.weight_decay, b.optimizer.adamw.weight_decay);
   EXPECT_EQ(a.optimizer.grad_clip, b.optimizer.grad_clip);
+  EXPECT_EQ(a.optimizer.on_nonfinite, b.optimizer.on_nonfinite);
   EXPECT_EQ(a.schedule.max_lr, b.schedule.max_lr);
   EXPECT_EQ(a.schedule.min_lr, b.schedule.min_lr);
   EXPECT_EQ(a.schedule.warmup_steps, b.schedule.warmup_steps);
@@ -302,12 +303,19 @@ TEST(ExperimentConfigTest, ModelValidationNamesTheField) {
 }
 
 TEST(ExperimentConfigTest, ScheduleValidation) {
+  // LrSchedule names its fields by key alone; the error still points at the first one named.
   EXPECT_EQ(ErrorOf("data:\n  train: t\nschedule:\n  max_lr: 1e-4\n  min_lr: 1e-3\n"),
-            "exp.yaml:3: schedule: need 0 <= min_lr <= max_lr and max_lr > 0, got min_lr 0.001, "
+            "exp.yaml:5: schedule: need 0 <= min_lr <= max_lr and max_lr > 0, got min_lr 0.001, "
             "max_lr 0.0001");
   EXPECT_EQ(ErrorOf("data:\n  train: t\nschedule:\n  warmup_steps: 20\n  total_steps: 10\n"),
-            "exp.yaml:3: schedule: need 0 <= warmup_steps <= total_steps and total_steps > 0, "
+            "exp.yaml:4: schedule: need 0 <= warmup_steps <= total_steps and total_steps > 0, "
             "got 20 and 10");
+  const absl::StatusOr<ExperimentConfig> overridden = ParseExperimentConfig(
+      "data:\n  train: t\nschedule:\n  max_lr: 1e-4\n", "exp.yaml", {"schedule.min_lr=1e-3"});
+  ASSERT_FALSE(overridden.ok());
+  EXPECT_EQ(overridden.status().message(),
+            "override 'schedule.min_lr=1e-3': schedule: need 0 <= min_lr <= max_lr and max_lr > 0, "
+            "got min_lr 0.001, max_lr 0.0001");
 }
 
 TEST(ExperimentConfigTest, EotTokenMustBeInTheVocabulary) {
