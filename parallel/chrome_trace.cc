@@ -10,14 +10,14 @@ namespace {
 
 using nlohmann::json;
 
-double ActionSeconds(const Action& a, const CostModel& cost, int world_size) {
+double ActionSeconds(const StepPlan& plan, const Action& a, const CostModel& cost,
+                     int world_size) {
   switch (a.kind) {
     case ActionKind::kForward:
-      return cost.MicroBatchSeconds(a.tokens) * (1.0 - cost.backward_fraction);
     case ActionKind::kBackward:
-      return cost.MicroBatchSeconds(a.tokens) * cost.backward_fraction;
     case ActionKind::kRecompute:
-      return cost.MicroBatchSeconds(a.tokens) * (1.0 - cost.backward_fraction);
+    case ActionKind::kWeightGrad:
+      return cost.ComputeSeconds(plan, a);
     case ActionKind::kRingExchange:
       return cost.RingSeconds(a.ring, a.bytes_per_step);
     case ActionKind::kGradSync:
@@ -34,6 +34,8 @@ std::string SliceName(const Action& a) {
       return absl::StrFormat("B%d", a.micro_batch);
     case ActionKind::kRecompute:
       return absl::StrFormat("R%d", a.micro_batch);
+    case ActionKind::kWeightGrad:
+      return absl::StrFormat("W%d", a.micro_batch);
     case ActionKind::kRingExchange:
       return absl::StrFormat("ring %d", a.ring_id);
     case ActionKind::kGradSync:
@@ -60,12 +62,13 @@ nlohmann::json ChromeTrace(const StepPlan& plan, const CostModel& cost) {
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
     for (size_t i = 0; i < actions.size(); ++i) {
       const Action& a = actions[i];
-      const double dur_us = 1e6 * ActionSeconds(a, cost, plan.world_size());
+      const double dur_us = 1e6 * ActionSeconds(plan, a, cost, plan.world_size());
       json args = {{"action", i}, {"kind", ActionKindName(a.kind)}};
       if (a.kind != ActionKind::kGradSync) {
         args["micro_batch"] = a.micro_batch;
         args["tokens"] = TokenCount(a.tokens);
         args["sequences"] = a.tokens.size();
+        if (!plan.stages.empty()) args["stage"] = a.stage;
       }
       if (a.kind == ActionKind::kRingExchange) {
         args["ring"] = a.ring;

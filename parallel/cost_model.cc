@@ -46,6 +46,11 @@ CostModel CostModel::FromModelConfig(const ModelConfig& model, const HardwareSpe
   const double params = layers * layer_weights + head_weights * (model.tied_embeddings ? 1 : 2) +
                         d * (2 * layers + 1);
   cost.gradient_bytes = static_cast<int64_t>(params * hardware.gradient_bytes_per_element);
+  cost.head_s = 3.0 * 2.0 * head_weights / rate;
+  cost.stage_message_bytes_per_token = static_cast<int64_t>(d * hardware.bytes_per_element);
+  // Per layer: the gradients at the outputs of q, k, v, o, gate, up and down.
+  cost.deferred_bytes_per_token =
+      static_cast<int64_t>((q + 2 * kv + 2 * d + 2 * ffn) * layers * hardware.bytes_per_element);
   cost.ranks_per_node = hardware.ranks_per_node;
   cost.intra_node = hardware.intra_node;
   cost.inter_node = hardware.inter_node;
@@ -69,6 +74,47 @@ double CostModel::MicroBatchSeconds(const std::vector<TokenRange>& tokens) const
   double seconds = n_layers * overhead_s;
   for (const TokenRange& r : tokens) seconds += RangeSeconds(r.begin, r.end);
   return seconds;
+}
+
+double CostModel::StageSeconds(const std::vector<TokenRange>& tokens, const StageSpec& stage,
+                               bool head) const {
+  const double layers = stage.last_layer - stage.first_layer;
+  const double layer_linear_s = linear_s - head_s / std::max(n_layers, 1);
+  double seconds = layers * overhead_s;
+  for (const TokenRange& r : tokens) {
+    const double x = static_cast<double>(r.begin);
+    const double y = static_cast<double>(r.end);
+    seconds += layers * (attention_s * (y * y - x * x) + layer_linear_s * (y - x));
+    if (head) seconds += head_s * (y - x);
+  }
+  return seconds;
+}
+
+double CostModel::StageWeightGradSeconds(const std::vector<TokenRange>& tokens,
+                                         const StageSpec& stage, bool head) const {
+  const double layers = stage.last_layer - stage.first_layer;
+  const double layer_linear_s = linear_s - head_s / std::max(n_layers, 1);
+  const double per_token = layers * layer_linear_s + (head ? head_s : 0.0);
+  return per_token * static_cast<double>(TokenCount(tokens)) / 3.0;
+}
+
+double CostModel::ComputeSeconds(const StepPlan& plan, const Action& a) const {
+  if (a.kind == ActionKind::kRingExchange || a.kind == ActionKind::kGradSync) return 0.0;
+  const StageSpec stage = StageOf(plan, a.stage, n_layers);
+  const bool head = a.stage == plan.num_stages() - 1;
+  const double total = StageSeconds(a.tokens, stage, head);
+  switch (a.kind) {
+    case ActionKind::kForward:
+    case ActionKind::kRecompute:
+      return total * (1.0 - backward_fraction);
+    case ActionKind::kBackward:
+      return total * backward_fraction -
+             (a.defer_weight_grads ? StageWeightGradSeconds(a.tokens, stage, head) : 0.0);
+    case ActionKind::kWeightGrad:
+      return StageWeightGradSeconds(a.tokens, stage, head);
+    default:
+      return 0.0;
+  }
 }
 
 const LinkCost& CostModel::Link(int from, int to) const {

@@ -59,6 +59,14 @@ struct CostModel {
   int64_t logit_bytes_per_row = 0;
   int64_t logit_rows = 512;
   int64_t gradient_bytes = 0;              // the flat gradient
+  // Pipelines. Seconds per token of the final norm, the output head and the loss (forward and
+  // backward): part of linear_s, spread over the layers, which a pipeline's last stage pays alone.
+  double head_s = 0.0;
+  // Bytes per token of the activations one stage passes to the next (and of their gradient).
+  int64_t stage_message_bytes_per_token = 0;
+  // Bytes per token, all layers, that a Backward deferring its weight gradients keeps for its
+  // WeightGrad: the gradients at the outputs of the linear layers.
+  int64_t deferred_bytes_per_token = 0;
   int ranks_per_node = 8;
   LinkCost intra_node;
   LinkCost inter_node;
@@ -78,6 +86,19 @@ struct CostModel {
   double DocumentSeconds(int64_t length) const;
   // All layers' attention + linear time of one token range, without overhead.
   double RangeSeconds(int64_t begin, int64_t end) const;
+
+  // Forward + backward of `tokens` on the layers of `stage`, plus the head when `head` (a
+  // pipeline's last stage). Over all stages of a model this sums to MicroBatchSeconds.
+  double StageSeconds(const std::vector<TokenRange>& tokens, const StageSpec& stage,
+                      bool head) const;
+  // The part of StageSeconds that is the linear layers' weight gradients: a third of their time
+  // (forward, input gradient and weight gradient are one matrix product each).
+  double StageWeightGradSeconds(const std::vector<TokenRange>& tokens, const StageSpec& stage,
+                                bool head) const;
+  // Compute seconds of one action of `plan`: a Forward or Recompute is the forward share of its
+  // stage's time, a Backward the rest (less the weight gradients when it defers them), a
+  // WeightGrad those; 0 for the others, which only communicate.
+  double ComputeSeconds(const StepPlan& plan, const Action& action) const;
 
   // Memory of one micro-batch of `tokens` while it is computed: activations, its pending loss
   // gradient and the scratch. What a rank with micro-batches of up to C tokens needs at least.

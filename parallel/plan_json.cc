@@ -26,11 +26,17 @@ json ActionToJson(const Action& a) {
     case ActionKind::kForward:
     case ActionKind::kBackward:
     case ActionKind::kRecompute:
+    case ActionKind::kWeightGrad:
       out["micro_batch"] = a.micro_batch;
       out["tokens"] = RangesToJson(a.tokens);
-      // Written only where they differ from the default, so plans without chunks read as before.
+      // Written only where they differ from the default, so plans without chunks or pipelines
+      // read as before.
       if (!a.context.empty()) out["context"] = RangesToJson(a.context);
       if (!a.keep_activations) out["keep_activations"] = false;
+      if (a.stage != 0) out["stage"] = a.stage;
+      if (a.prev_rank != -1) out["prev_rank"] = a.prev_rank;
+      if (a.next_rank != -1) out["next_rank"] = a.next_rank;
+      if (a.defer_weight_grads) out["defer_weight_grads"] = true;
       break;
     case ActionKind::kGradSync:
       out["gradient_bytes"] = a.gradient_bytes;
@@ -43,7 +49,7 @@ json ActionToJson(const Action& a) {
 absl::StatusOr<ActionKind> KindFromName(const std::string& name) {
   for (const ActionKind kind : {ActionKind::kForward, ActionKind::kBackward,
                                 ActionKind::kRingExchange, ActionKind::kGradSync,
-                                ActionKind::kRecompute}) {
+                                ActionKind::kRecompute, ActionKind::kWeightGrad}) {
     if (name == ActionKindName(kind)) return kind;
   }
   return absl::InvalidArgumentError(absl::StrFormat("unknown action kind '%s'", name));
@@ -70,6 +76,10 @@ absl::StatusOr<Action> ActionFromJson(const json& in) {
     }
   }
   if (in.contains("keep_activations")) a.keep_activations = in.at("keep_activations").get<bool>();
+  a.stage = in.value("stage", 0);
+  a.prev_rank = in.value("prev_rank", -1);
+  a.next_rank = in.value("next_rank", -1);
+  a.defer_weight_grads = in.value("defer_weight_grads", false);
   if (a.kind == ActionKind::kRingExchange) {
     a.ring_id = in.at("ring_id").get<int>();
     a.ring = in.at("ring").get<std::vector<int>>();
@@ -89,11 +99,19 @@ nlohmann::json PlanToJson(const StepPlan& plan) {
     for (const Action& a : rank.actions) actions.push_back(ActionToJson(a));
     ranks.push_back({{"actions", std::move(actions)}});
   }
-  return {{"planner", plan.planner},
-          {"capacity_tokens", plan.capacity_tokens},
-          {"activation_budget_bytes", plan.activation_budget_bytes},
-          {"sequences", std::move(sequences)},
-          {"ranks", std::move(ranks)}};
+  json out = {{"planner", plan.planner},
+              {"capacity_tokens", plan.capacity_tokens},
+              {"activation_budget_bytes", plan.activation_budget_bytes},
+              {"sequences", std::move(sequences)},
+              {"ranks", std::move(ranks)}};
+  if (!plan.stages.empty()) {
+    json stages = json::array();
+    for (const StageSpec& s : plan.stages) stages.push_back({s.first_layer, s.last_layer});
+    out["stages"] = std::move(stages);
+    out["pipeline_size"] = plan.pipeline_size;
+    out["schedule"] = plan.schedule;
+  }
+  return out;
 }
 
 absl::StatusOr<StepPlan> PlanFromJson(const nlohmann::json& json) {
@@ -103,6 +121,13 @@ absl::StatusOr<StepPlan> PlanFromJson(const nlohmann::json& json) {
     plan.planner = json.at("planner").get<std::string>();
     plan.capacity_tokens = json.at("capacity_tokens").get<int64_t>();
     plan.activation_budget_bytes = json.at("activation_budget_bytes").get<int64_t>();
+    if (json.contains("stages")) {
+      for (const nlohmann::json& s : json.at("stages")) {
+        plan.stages.push_back({s.at(0).get<int>(), s.at(1).get<int>()});
+      }
+      plan.pipeline_size = json.at("pipeline_size").get<int>();
+      plan.schedule = json.at("schedule").get<std::string>();
+    }
     for (const nlohmann::json& s : json.at("sequences")) {
       plan.sequences.push_back({s.at(0).get<int64_t>(), s.at(1).get<int64_t>()});
     }

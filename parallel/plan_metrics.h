@@ -36,30 +36,32 @@ struct PlanMetrics {
 
 PlanMetrics MeasurePlan(const StepPlan& plan, const CostModel& cost);
 
-// What a rank holds while one of its actions runs: the tokens whose activations are alive
-// (micro-batches between Forward and Backward whose activations are kept, and the one being
-// computed or recomputed), the tokens whose loss gradient waits for their backward, the scratch of
-// the micro-batch being computed, and the tokens of chunked sequences whose K/V (and K/V
-// gradients) wait in the state store for later chunks (a whole sequence's, from its first chunk's
-// forward to its last backward). The validator checks it against the
+// What a rank holds while one of its actions runs: the activations alive (micro-batches between
+// Forward and Backward whose activations are kept, and the one being computed or recomputed;
+// with deferred weight gradients, until the WeightGrad, together with the gradients it keeps),
+// the loss gradients waiting for their backward (and, on a pipeline stage past the first, the
+// input of a micro-batch whose activations were dropped, for its recompute), the scratch of the
+// micro-batch being computed (with the head's logits on the stage that has the head), and the
+// K/V (and K/V gradients) of chunked sequences waiting in the state store for later chunks (a
+// whole sequence's, from its first chunk's forward to its last backward). Activations and K/V
+// state count the layers of the action's stage only. The validator checks the total against the
 // budget; MeasurePlan's peak is its largest value.
 struct RankMemory {
-  int64_t activation_tokens = 0;
-  int64_t pending_tokens = 0;
-  int64_t working_tokens = 0;
+  int64_t activation_tokens = 0;  // tokens (of any stage) whose activations are alive
+  int64_t activation_bytes = 0;
+  int64_t deferred_bytes = 0;
+  int64_t pending_bytes = 0;
+  int64_t working_bytes = 0;
   int64_t context_tokens = 0;
+  int64_t context_bytes = 0;
 
-  int64_t bytes(const CostModel& cost) const {
-    return activation_tokens * cost.activation_bytes_per_token +
-           pending_tokens * cost.pending_bytes_per_token +
-           working_tokens * cost.working_bytes_per_token +
-           cost.LogitBytes(working_tokens) +
-           context_tokens * cost.ContextBytesPerToken();
+  int64_t bytes() const {
+    return activation_bytes + deferred_bytes + pending_bytes + working_bytes + context_bytes;
   }
 };
 
 // One entry per action of `rank`, in order.
-std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank);
+std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank, const CostModel& cost);
 
 }  // namespace loom
 

@@ -130,6 +130,9 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
           }
           break;
         }
+        case ActionKind::kWeightGrad:
+          return absl::InvalidArgumentError(
+              absl::StrFormat("%s: pipeline plans are being added", Where(rank, i, a)));
         case ActionKind::kGradSync:
           if (i + 1 != actions.size()) {
             return absl::InvalidArgumentError(
@@ -449,10 +452,10 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
 absl::Status CheckMemory(const StepPlan& plan, const CostModel& cost) {
   for (int rank = 0; rank < plan.world_size(); ++rank) {
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
-    const std::vector<RankMemory> timeline = RankMemoryTimeline(plan, rank);
+    const std::vector<RankMemory> timeline = RankMemoryTimeline(plan, rank, cost);
     for (size_t i = 0; i < actions.size(); ++i) {
       const RankMemory& m = timeline[i];
-      if (m.bytes(cost) > plan.activation_budget_bytes) {
+      if (m.bytes() > plan.activation_budget_bytes) {
         return absl::ResourceExhaustedError(absl::StrFormat(
             "%s: %d tokens of activations alive%s need %d bytes, over the rank's budget of %d "
             "bytes",
@@ -460,7 +463,7 @@ absl::Status CheckMemory(const StepPlan& plan, const CostModel& cost) {
             m.context_tokens > 0
                 ? absl::StrFormat(" and K/V state of %d earlier chunk tokens", m.context_tokens)
                 : "",
-            m.bytes(cost), plan.activation_budget_bytes));
+            m.bytes(), plan.activation_budget_bytes));
       }
     }
   }

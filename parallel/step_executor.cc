@@ -259,6 +259,9 @@ class RankExecutor {
         case ActionKind::kBackward:
           s = Backward(a);
           break;
+        case ActionKind::kWeightGrad:
+          s = absl::InvalidArgumentError("pipeline plans are being added");
+          break;
         case ActionKind::kGradSync:
           break;
       }

@@ -14,6 +14,8 @@ const char* ActionKindName(ActionKind kind) {
       return "grad_sync";
     case ActionKind::kRecompute:
       return "recompute";
+    case ActionKind::kWeightGrad:
+      return "weight_grad";
   }
   return "unknown";
 }
@@ -22,6 +24,11 @@ int64_t TokenCount(const std::vector<TokenRange>& ranges) {
   int64_t total = 0;
   for (const TokenRange& r : ranges) total += r.size();
   return total;
+}
+
+StageSpec StageOf(const StepPlan& plan, int stage, int n_layers) {
+  if (plan.stages.empty()) return StageSpec{0, n_layers};
+  return plan.stages[static_cast<size_t>(stage)];
 }
 
 int64_t TotalTargets(const std::vector<SequenceSpec>& sequences) {
