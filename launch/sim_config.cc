@@ -54,6 +54,17 @@ const std::vector<std::string>& StrategyNames() {
 std::vector<Section> Schema(SimConfig& c) {
   using enum Constraint;
   return {
+      {"reference",
+       {
+           {.key = "setting", .value = &c.reference.setting},
+           {.key = "source", .value = &c.reference.source},
+           {.key = "paper_ratio", .value = &c.reference.paper_ratio, .constraint = kNonNegative},
+           {.key = "paper_naive_ratio",
+            .value = &c.reference.paper_naive_ratio,
+            .constraint = kNonNegative},
+           {.key = "strategy", .value = &c.reference.strategy, .constraint = kNonEmpty},
+           {.key = "note", .value = &c.reference.note},
+       }},
       {"cluster",
        {
            {.key = "nodes", .value = &c.cluster.nodes, .constraint = kPositive},
@@ -123,6 +134,7 @@ std::vector<Section> Schema(SimConfig& c) {
        {
            {.key = "overlap", .value = &c.simulate.overlap},
            {.key = "trace_step", .value = &c.simulate.trace_step, .constraint = kNonNegative},
+           {.key = "trace_ranks", .value = &c.simulate.trace_ranks, .constraint = kNonNegative},
        }},
   };
 }
@@ -310,6 +322,13 @@ class SimConfigReader {
                      absl::StrFormat("two strategies are labelled '%s'; give one a label",
                                      s.Label()));
       }
+    }
+    const bool has_reference =
+        config_.reference.paper_ratio > 0 || !config_.reference.setting.empty();
+    if (has_reference && !labels.contains(config_.reference.strategy)) {
+      return Error(WhereSet({"reference.strategy", "reference"}), "reference.strategy",
+                   absl::StrFormat("names no strategy of the study ('%s'); strategies: %s",
+                                   config_.reference.strategy, absl::StrJoin(labels, ", ")));
     }
     config_.strategies = std::move(strategies);
     return absl::OkStatus();

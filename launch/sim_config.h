@@ -72,9 +72,22 @@ struct SimTrainConfig {
 struct SimOptionsConfig {
   bool overlap = true;   // ring messages overlap attention compute
   int trace_step = 1;    // the step drawn as a Chrome trace (0: none)
+  int trace_ranks = 256; // ranks the trace shows, the first ones (0: all)
+};
+
+// The `reference:` section: what a paper reports for this setting, so that `loom simulate` (and
+// `scripts/bench.sh papers`) print loom's figure beside it.
+struct SimReferenceConfig {
+  std::string setting = "";        // how the row is named
+  std::string source = "";         // where the figure comes from
+  double paper_ratio = 0.0;        // the paper's speedup over its static baseline (0: none)
+  double paper_naive_ratio = 0.0;  // its naive HDP's speedup, where it publishes one
+  std::string strategy = "best";   // the strategy (label) whose speedup is set against it
+  std::string note = "";           // the assumptions the setting rests on
 };
 
 struct SimConfig {
+  SimReferenceConfig reference;
   SimClusterConfig cluster;
   SimModelConfig model;
   SimDataConfig data;

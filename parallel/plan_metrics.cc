@@ -72,8 +72,14 @@ std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank, const
   for (const Action& a : actions) {
     for (const TokenRange& r : a.context) chunked.insert(r.sequence_id);
   }
-  std::unordered_map<int64_t, size_t> index;  // sequence id -> its place in the batch
-  for (size_t i = 0; i < plan.sequences.size(); ++i) index.emplace(plan.sequences[i].id, i);
+  // Sequence id -> its place in the batch, for the chunked ones only: a plan at scale has half a
+  // million sequences, and indexing them all for every rank would cost more than the plan.
+  std::unordered_map<int64_t, size_t> index;
+  if (!chunked.empty()) {
+    for (size_t i = 0; i < plan.sequences.size(); ++i) {
+      if (chunked.contains(plan.sequences[i].id)) index.emplace(plan.sequences[i].id, i);
+    }
+  }
   // (sequence id, stage) -> tokens in the state store
   std::map<std::pair<int64_t, int>, int64_t> stored;
   // What a micro-batch holds until its Backward (or WeightGrad), by (slot, stage).
