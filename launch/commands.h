@@ -13,6 +13,7 @@ int PrepCommand(const std::vector<std::string>& args);
 int EvalCommand(const std::vector<std::string>& args);
 int InspectCommand(const std::vector<std::string>& args);
 int PlanCommand(const std::vector<std::string>& args);
+int SimulateCommand(const std::vector<std::string>& args);
 
 }  // namespace loom
 

@@ -21,7 +21,9 @@ constexpr char kUsage[] =
     "  inspect  PATH\n"
     "           a shard (tokens, documents, length histogram) or a checkpoint (tensors, step)\n"
     "  plan     --config FILE [--steps N] --out DIR [key.path=value ...]\n"
-    "           plan the first N steps' batches: figures per step, plan JSON, Chrome traces\n";
+    "           plan the first N steps' batches: figures per step, plan JSON, Chrome traces\n"
+    "  simulate --config FILE [--out DIR] [section.key=value ...]\n"
+    "           time strategies on a simulated cluster (configs/sim/): step time, MFU, memory\n";
 
 }  // namespace
 
@@ -38,6 +40,7 @@ int main(int argc, char** argv) {
   if (command == "eval") return loom::EvalCommand(args);
   if (command == "inspect") return loom::InspectCommand(args);
   if (command == "plan") return loom::PlanCommand(args);
+  if (command == "simulate") return loom::SimulateCommand(args);
   std::fprintf(stderr, "loom: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
 }

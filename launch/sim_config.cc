@@ -95,6 +95,9 @@ std::vector<Section> Schema(SimConfig& c) {
             .value = &c.cluster.inter_node_latency_us,
             .constraint = kNonNegative},
            {.key = "host_gb_per_s", .value = &c.cluster.host_gb_per_s, .constraint = kNonNegative},
+           {.key = "host_memory_gb",
+            .value = &c.cluster.host_memory_gb,
+            .constraint = kNonNegative},
            {.key = "memory_reserve_fraction",
             .value = &c.cluster.memory_reserve_fraction,
             .constraint = kFraction},
@@ -128,6 +131,7 @@ std::vector<Section> Schema(SimConfig& c) {
            {.key = "capacity_tokens",
             .value = &c.train.capacity_tokens,
             .constraint = kNonNegative},
+           {.key = "recompute", .value = &c.train.recompute},
            {.key = "seed", .value = &c.train.seed},
        }},
       {"simulate",
@@ -143,6 +147,7 @@ std::vector<Section> Schema(SimConfig& c) {
 struct StrategyEntry {
   std::string name;
   StrategySpec spec;
+  bool recompute = false;  // read into spec.layer_recompute when given
 };
 std::vector<YamlField> StrategyFields(StrategyEntry& e) {
   using enum Constraint;
@@ -153,6 +158,9 @@ std::vector<YamlField> StrategyFields(StrategyEntry& e) {
       {.key = "cp_size", .value = &e.spec.cp_size, .constraint = kNonNegative},
       {.key = "chunk_size", .value = &e.spec.chunk_size, .constraint = kNonNegative},
       {.key = "chunk_keep", .value = &e.spec.chunk_keep, .constraint = kNonNegative},
+      {.key = "tensor_parallel", .value = &e.spec.tensor_parallel, .constraint = kNonNegative},
+      {.key = "recompute", .value = &e.recompute},
+      {.key = "offload", .value = &e.spec.offload},
   };
 }
 
@@ -395,6 +403,9 @@ class SimConfigReader {
         }
       }
       entry.spec.kind = *ParseStrategyKind(entry.name);
+      if (where_.contains(absl::StrCat(path, ".recompute"))) {
+        entry.spec.layer_recompute = entry.recompute ? 1 : 0;
+      }
       strategies_.push_back(entry.spec);
     }
     return absl::OkStatus();
@@ -451,6 +462,7 @@ absl::StatusOr<ClusterSpec> ResolveCluster(const SimClusterConfig& c) {
   spec.intra_node.latency_s = c.intra_node_latency_us * 1e-6;
   spec.inter_node.latency_s = c.inter_node_latency_us * 1e-6;
   if (c.host_gb_per_s > 0) spec.host_bytes_per_s = c.host_gb_per_s * 1e9;
+  if (c.host_memory_gb > 0) spec.host_memory_bytes = static_cast<int64_t>(c.host_memory_gb * 1e9);
   spec.memory_reserve_fraction = c.memory_reserve_fraction;
   return spec;
 }

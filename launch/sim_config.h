@@ -35,6 +35,7 @@ struct SimClusterConfig {
   double inter_node_gb_per_s = 0.0;
   double inter_node_latency_us = 10.0;
   double host_gb_per_s = 0.0;
+  double host_memory_gb = 0.0;  // per GPU
   double memory_reserve_fraction = 0.05;
 };
 
@@ -65,6 +66,7 @@ struct SimTrainConfig {
   int64_t global_batch_tokens = 0;  // required
   int steps = 10;
   int64_t capacity_tokens = 0;      // C; 0: the most that fits the GPU's memory
+  bool recompute = true;            // activation checkpointing per layer
   uint64_t seed = 1;
 };
 

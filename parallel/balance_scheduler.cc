@@ -9,6 +9,7 @@
 #include <set>
 #include <utility>
 
+#include "parallel/activation_offload.h"
 #include "parallel/hdp_placement.h"
 #include "parallel/plan_builder.h"
 #include "parallel/ring_share.h"
@@ -170,6 +171,8 @@ class Scheduler {
       : sequences_(sequences),
         world_(options.world_size),
         capacity_(options.capacity_tokens),
+        offload_(options.offload),
+        count_ring_messages_(options.count_ring_messages),
         cost_(cost),
         micro_batch_s_(cost.n_layers * cost.overhead_s),
         load_(static_cast<size_t>(options.world_size), 0.0),
@@ -184,7 +187,9 @@ class Scheduler {
       const int64_t length = sequences_[i].length;
       const double seconds = cost_.DocumentSeconds(length);
       if (length > capacity_) {
-        const int min_members = static_cast<int>((length + capacity_ - 1) / capacity_);
+        const int min_members =
+            offload_ != nullptr ? MinRingMembers(length, capacity_, cost_, *offload_)
+                                : static_cast<int>((length + capacity_ - 1) / capacity_);
         rings.push_back({sequences_[i], seconds, min_members, seconds / min_members});
       } else {
         ++whole_count;
@@ -274,6 +279,23 @@ class Scheduler {
     have = slots;
   }
 
+  // Seconds of a member's ring messages that its attention does not hide, for `seq` on
+  // `members` ranks (count_ring_messages_): per layer and ring step, the message of the largest
+  // share against the member's attention per step (about a * L^2 / members^2 under zigzag), in
+  // the forward and in the backward (two or three messages), as the simulator counts them.
+  double ExposedRingSeconds(const SequenceSpec& seq, int members) const {
+    if (!count_ring_messages_ || members < 2) return 0.0;
+    const LinkCost& link = world_ > cost_.ranks_per_node ? cost_.inter_node : cost_.intra_node;
+    const int64_t share = (seq.length + members - 1) / members + 1;
+    const double message_s = link.Seconds(static_cast<double>(share * cost_.kv_bytes_per_token));
+    const double l = static_cast<double>(seq.length);
+    const double attention_step_s = cost_.attention_s * l * l / members / members;
+    const double forward = std::max(0.0, message_s - attention_step_s * (1 - cost_.backward_fraction));
+    const double backward = std::max(0.0, (cost_.layer_recompute ? 3.0 : 2.0) * message_s -
+                                              attention_step_s * cost_.backward_fraction);
+    return cost_.n_layers * (members - 1) * (forward + backward);
+  }
+
   void PlaceRings(std::vector<Ring> rings) {
     std::sort(rings.begin(), rings.end(),
               [](const Ring& x, const Ring& y) { return x.per_member > y.per_member; });
@@ -332,7 +354,7 @@ class Scheduler {
           Free(r, slot) -= share[p].size();
           seconds += cost_.RangeSeconds(share[p].begin, share[p].end);
         }
-        load_[static_cast<size_t>(r)] += seconds;
+        load_[static_cast<size_t>(r)] += seconds + ExposedRingSeconds(seq, chosen);
         queue_->Push({load_[static_cast<size_t>(r)], r});
       }
       placement_.AddRing(slot, members, std::span<const SequenceSpec>(&seq, 1));
@@ -612,6 +634,8 @@ class Scheduler {
   const std::vector<SequenceSpec>& sequences_;
   const int world_;
   const int64_t capacity_;
+  const OffloadPolicy* offload_;
+  const bool count_ring_messages_;
   const CostModel& cost_;
   const double micro_batch_s_;
   double target_ = 0.0;
@@ -642,7 +666,9 @@ absl::StatusOr<StepPlan> PlanBalancedHdp(const std::vector<SequenceSpec>& sequen
       balanced = std::move(in_order);
     }
   }
-  return BuildStepPlan("balanced", sequences, balanced, cost, options.capacity_tokens);
+  StepPlan plan = BuildStepPlan("balanced", sequences, balanced, cost, options.capacity_tokens);
+  if (options.offload != nullptr) ApplyOffload(plan, cost, *options.offload);
+  return plan;
 }
 
 }  // namespace loom

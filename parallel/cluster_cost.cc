@@ -20,7 +20,7 @@ double TensorParallelBytesPerToken(const ModelConfig& model, int tp) {
 }  // namespace
 
 absl::StatusOr<ClusterCost> MakeClusterCost(const ModelConfig& model, const ClusterSpec& cluster,
-                                            int tensor_parallel) {
+                                            int tensor_parallel, bool layer_recompute) {
   const int tp = tensor_parallel;
   if (tp < 1 || cluster.gpus_per_node % tp != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -52,6 +52,7 @@ absl::StatusOr<ClusterCost> MakeClusterCost(const ModelConfig& model, const Clus
   out.world_size = cluster.gpus() / tp;
   out.tensor_parallel = tp;
   out.peak_flops_per_gpu = gpu.peak_bf16_flops;
+  out.host_memory_bytes = cluster.host_memory_bytes;
   CostModel& c = out.cost;
 
   // Memory and messages per GPU. With fewer K/V heads than GPUs in the group, the heads are
@@ -82,6 +83,19 @@ absl::StatusOr<ClusterCost> MakeClusterCost(const ModelConfig& model, const Clus
   c.head_s = 6.0 * head_weights / gemm_rate;
   const double weight_read_s = 3.0 * layer_weights * 2.0 / tp / gpu.hbm_bytes_per_s;
   c.overhead_s = std::max(cluster.layer_overhead_s, weight_read_s);
+  c.host_bytes_per_s = cluster.host_bytes_per_s;
+
+  if (layer_recompute) {
+    const int64_t saved_per_layer = c.activation_bytes_per_token / model.n_layers;
+    c.activation_bytes_per_token = static_cast<int64_t>(d) * 2 * model.n_layers / tp;
+    c.working_bytes_per_token += saved_per_layer;
+    const double head_per_layer = c.head_s / model.n_layers;
+    c.attention_s *= 4.0 / 3.0;
+    c.linear_s = (c.linear_s - head_per_layer) * 4.0 / 3.0 + head_per_layer;
+    c.overhead_s *= 4.0 / 3.0;
+    c.backward_fraction = 3.0 / 4.0;
+    c.layer_recompute = true;
+  }
 
   // Model states per GPU (ZeRO-1 over the data-parallel ranks).
   const double params = ModelParameters(model) / tp;

@@ -36,12 +36,18 @@ struct ClusterCost {
   // What a rank's plan may hold per GPU beyond the model states.
   int64_t activation_budget_bytes = 0;
   double peak_flops_per_gpu = 0.0;
+  int64_t host_memory_bytes = 0;  // per GPU, for offloaded activations
 };
 
 // Fails, naming the field, when the tensor-parallel size does not divide a node or the model's
 // heads, or when the model states alone do not fit a GPU.
+//
+// With `layer_recompute` (activation checkpointing per layer, as long-context training commonly
+// runs), only each layer's input stays from the forward to the backward; the layer being
+// back-propagated holds its activations again as scratch, and the layers' forward runs twice, so
+// their compute terms grow by a third (the head's not) and the backward's share becomes 3/4.
 absl::StatusOr<ClusterCost> MakeClusterCost(const ModelConfig& model, const ClusterSpec& cluster,
-                                            int tensor_parallel);
+                                            int tensor_parallel, bool layer_recompute = false);
 
 // The most tokens per rank per micro-batch (a multiple of `granule`) whose memory while computed
 // (CostModel::MicroBatchBytes) fits the activation budget; 0 when not even one granule fits.

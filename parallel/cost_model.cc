@@ -123,7 +123,8 @@ const LinkCost& CostModel::Link(int from, int to) const {
 }
 
 int64_t CostModel::RingBytesSent(int ring_size, int64_t bytes_per_step) const {
-  return kRingPassesFactor * n_layers * static_cast<int64_t>(ring_size - 1) * bytes_per_step;
+  return (kRingPassesFactor + (layer_recompute ? 1 : 0)) * n_layers *
+         static_cast<int64_t>(ring_size - 1) * bytes_per_step;
 }
 
 double CostModel::RingSeconds(const std::vector<int>& ring, int64_t bytes_per_step) const {
@@ -135,7 +136,7 @@ double CostModel::RingSeconds(const std::vector<int>& ring, int64_t bytes_per_st
                                      ring[static_cast<size_t>((i + 1) % n)])
                                     .Seconds(static_cast<double>(bytes_per_step)));
   }
-  return kRingPassesFactor * n_layers * (n - 1) * slowest;
+  return (kRingPassesFactor + (layer_recompute ? 1 : 0)) * n_layers * (n - 1) * slowest;
 }
 
 double CostModel::GradSyncSeconds(int world_size) const {

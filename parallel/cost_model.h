@@ -70,6 +70,13 @@ struct CostModel {
   int ranks_per_node = 8;
   LinkCost intra_node;
   LinkCost inter_node;
+  // Activation checkpointing per layer (the simulator's clusters): only each layer's input is
+  // kept from the forward, and the backward runs the layer's forward again first, ring attention
+  // included, so a ring sends its K/V once more in the backward. The compute terms above already
+  // include the second forward; this tells the ring figures.
+  bool layer_recompute = false;
+  // Host memory link per GPU, one direction, for activation offloading (0: none).
+  double host_bytes_per_s = 0.0;
 
   // FLOP-based defaults: training costs three times the forward FLOPs (the backward twice);
   // forward linear FLOPs are 2 per weight per token, causal attention 2*q_dim per (query, key)
@@ -116,7 +123,8 @@ struct CostModel {
   // The link between two world ranks (same node: intra, else inter).
   const LinkCost& Link(int from, int to) const;
   // Bytes one member sends over a whole step in a ring of `ring_size` with `bytes_per_step`:
-  // (ring_size - 1) steps per layer of K/V in the forward, and in the backward K/V plus dK/dV.
+  // (ring_size - 1) steps per layer of K/V in the forward, and in the backward K/V plus dK/dV
+  // (and K/V once more under layer_recompute).
   int64_t RingBytesSent(int ring_size, int64_t bytes_per_step) const;
   // Wall time of a ring's messages over a step, set by its slowest link.
   double RingSeconds(const std::vector<int>& ring, int64_t bytes_per_step) const;

@@ -25,6 +25,7 @@ struct GpuSpec {
   double nvlink_bytes_per_s = 0.0;
   double network_bytes_per_s = 0.0;
   double host_bytes_per_s = 0.0;
+  int64_t host_memory_bytes = 0;  // the server's host memory, per GPU
   std::string source;
 };
 
@@ -45,6 +46,7 @@ struct ClusterSpec {
   LinkCost intra_node;              // per GPU, one direction
   LinkCost inter_node;
   double host_bytes_per_s = 0.0;    // per GPU, to host memory (activation offloading)
+  int64_t host_memory_bytes = 0;    // per GPU, for offloaded activations
   // Part of each GPU's memory that is not for the model: the CUDA context, communication
   // buffers, fragmentation.
   double memory_reserve_fraction = 0.05;

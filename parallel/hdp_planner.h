@@ -17,9 +17,21 @@
 
 namespace loom {
 
+struct OffloadPolicy;
+
 struct HdpOptions {
   int world_size = 1;
   int64_t capacity_tokens = 0;  // C: tokens per rank per micro-batch
+  // The balance scheduler only: with a policy, a ring member may hold more than C tokens of a
+  // long sequence, offloading the activations that would not fit (activation_offload.h), so the
+  // sequence spans fewer ranks.
+  const OffloadPolicy* offload = nullptr;
+  // The balance scheduler only: a ring member's load also counts the ring messages its attention
+  // does not hide (the simulator's overlap model, over the inter-node link when the world spans
+  // nodes), so that its members take fewer other sequences and every rank ends at about the same
+  // time rather than computes for about the same time. Rings are still sized by compute alone:
+  // every member of a ring waits for about the same messages, so a wider ring would waste more.
+  bool count_ring_messages = false;
 };
 
 // Options in range and every sequence within the world's capacity (world_size * C tokens); the

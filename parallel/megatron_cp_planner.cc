@@ -1,6 +1,7 @@
 #include "parallel/megatron_cp_planner.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <deque>
 #include <iterator>
 #include <set>
@@ -184,13 +185,23 @@ class Scheduler {
   }
 
   // Free ranks join work by doubling the CP size of a group of the smallest size (the most
-  // loaded of them; Megatron takes the first), until too few are free to double any.
+  // loaded of them; Megatron takes the first), until too few are free to double any. Megatron
+  // pads a sequence to a multiple of twice its CP size; a plan cannot pad, so a group is widened
+  // only while its shortest sequence still gives every member a token.
   void FillFreeRanks() {
     while (free_ > 0) {
       size_t k = 0;
       while (k < by_size_.size() && by_size_[k].empty()) ++k;
       if (k == by_size_.size() || free_ < (1 << k)) return;
-      const int gid = by_size_[k].rbegin()->second;
+      int gid = -1;
+      for (auto it = by_size_[k].rbegin(); it != by_size_[k].rend() && gid < 0; ++it) {
+        int64_t shortest = INT64_MAX;
+        for (const int64_t i : groups_[static_cast<size_t>(it->second)].seqs) {
+          shortest = std::min(shortest, seqs_[static_cast<size_t>(i)].length);
+        }
+        if (shortest >= int64_t{2} << k) gid = it->second;
+      }
+      if (gid < 0) return;
       Group& g = groups_[static_cast<size_t>(gid)];
       const double load = g.load;
       by_size_[k].erase({load, gid});

@@ -33,6 +33,7 @@ json ActionToJson(const Action& a) {
       // read as before.
       if (!a.context.empty()) out["context"] = RangesToJson(a.context);
       if (!a.keep_activations) out["keep_activations"] = false;
+      if (a.offload_ratio > 0) out["offload_ratio"] = a.offload_ratio;
       if (a.stage != 0) out["stage"] = a.stage;
       if (a.prev_rank != -1) out["prev_rank"] = a.prev_rank;
       if (a.next_rank != -1) out["next_rank"] = a.next_rank;
@@ -76,6 +77,7 @@ absl::StatusOr<Action> ActionFromJson(const json& in) {
     }
   }
   if (in.contains("keep_activations")) a.keep_activations = in.at("keep_activations").get<bool>();
+  if (in.contains("offload_ratio")) a.offload_ratio = in.at("offload_ratio").get<double>();
   a.stage = in.value("stage", 0);
   a.prev_rank = in.value("prev_rank", -1);
   a.next_rank = in.value("next_rank", -1);

@@ -1,6 +1,7 @@
 #include "parallel/plan_metrics.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <utility>
 #include <unordered_map>
@@ -88,6 +89,8 @@ std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank, const
     int64_t pending_bytes = 0;
   };
   std::map<std::pair<int, int>, Held> held;
+  // Bytes of a micro-batch's kept activations that wait in host memory, by (slot, stage).
+  std::map<std::pair<int, int>, int64_t> offloaded;
   RankMemory m;
   std::vector<RankMemory> timeline;
   timeline.reserve(actions.size());
@@ -105,6 +108,12 @@ std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank, const
     if (a.kind == ActionKind::kForward) {
       m.activation_tokens += tokens;
       m.activation_bytes += activation_bytes;
+      if (a.offload_ratio > 0 && a.keep_activations) {
+        const int64_t out = std::llround(static_cast<double>(activation_bytes) *
+                                         std::min(a.offload_ratio, 1.0));
+        offloaded[key] = out;
+        m.activation_bytes -= out;
+      }
       Held& h = held[key];
       // The loss gradient waits at the head; a later stage that drops its activations keeps its
       // input for the recompute.
@@ -134,6 +143,10 @@ std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank, const
     if (frees_activations) {
       m.activation_tokens -= tokens;
       m.activation_bytes -= activation_bytes;
+      if (auto o = offloaded.find(key); o != offloaded.end() && a.kind != ActionKind::kForward) {
+        m.activation_bytes += o->second;
+        offloaded.erase(o);
+      }
     }
     if (a.kind == ActionKind::kBackward && a.defer_weight_grads) {
       m.deferred_bytes += on_stage(tokens, cost.deferred_bytes_per_token, a.stage);

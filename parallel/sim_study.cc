@@ -78,28 +78,35 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
     return absl::InvalidArgumentError(
         "a study needs a length distribution, a positive global batch and at least one step");
   }
-  absl::StatusOr<ClusterCost> cc =
-      MakeClusterCost(setup.model, setup.cluster, setup.tensor_parallel);
-  if (!cc.ok()) return cc.status();
   StudyResult out;
-  out.cluster_cost = *cc;
-  const CostModel& cost = cc->cost;
-  out.capacity_tokens =
-      setup.capacity_tokens > 0 ? setup.capacity_tokens : CapacityFromMemory(*cc);
-  if (out.capacity_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "not even 1,024 tokens per GPU fit in the %.1f GB the model states leave; raise "
-        "model.tensor_parallel",
-        cc->activation_budget_bytes / 1e9));
-  }
   const int gpus = setup.cluster.gpus();
   const int64_t longest =
       setup.context_tokens > 0 ? setup.context_tokens : setup.lengths->max_length();
-  const StrategyContext context{cc->world_size, out.capacity_tokens, longest,
-                                cc->activation_budget_bytes};
+  std::vector<StrategyContext> contexts;
   for (const StrategySpec& spec : setup.strategies) {
     StrategyResult r;
     r.spec = spec;
+    const int tp = spec.tensor_parallel > 0 ? spec.tensor_parallel : setup.tensor_parallel;
+    const bool recompute =
+        spec.layer_recompute < 0
+            ? setup.layer_recompute && spec.kind != StrategyKind::kBest
+            : spec.layer_recompute > 0;
+    absl::StatusOr<ClusterCost> cc = MakeClusterCost(setup.model, setup.cluster, tp, recompute);
+    if (cc.ok()) {
+      r.cost = *std::move(cc);
+      r.capacity_tokens = spec.capacity_tokens > 0   ? spec.capacity_tokens
+                          : setup.capacity_tokens > 0 ? setup.capacity_tokens
+                                                      : CapacityFromMemory(r.cost);
+      if (r.capacity_tokens < 1) {
+        r.error = absl::StrFormat(
+            "not even 1,024 tokens per GPU fit in the %.1f GB the model states leave",
+            r.cost.activation_budget_bytes / 1e9);
+      }
+    } else {
+      r.error = std::string(cc.status().message());
+    }
+    contexts.push_back({r.cost.world_size, r.capacity_tokens, longest,
+                        r.cost.activation_budget_bytes, r.cost.host_memory_bytes});
     out.strategies.push_back(std::move(r));
   }
 
@@ -116,10 +123,12 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
     }
     sequences_sum += static_cast<double>(sequences.size());
     const double flops = TrainingFlops(setup.model, sequences);
-    for (StrategyResult& result : out.strategies) {
+    for (size_t k = 0; k < out.strategies.size(); ++k) {
+      StrategyResult& result = out.strategies[k];
       if (!result.error.empty()) continue;
+      const CostModel& cost = result.cost.cost;
       const auto t0 = std::chrono::steady_clock::now();
-      absl::StatusOr<StepPlan> plan = PlanWithStrategy(sequences, result.spec, context, cost);
+      absl::StatusOr<StepPlan> plan = PlanWithStrategy(sequences, result.spec, contexts[k], cost);
       if (!plan.ok()) {
         result.error = absl::StrFormat("step %d: %s", step, plan.status().message());
         result.steps.clear();
@@ -137,7 +146,7 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
                                                    result.spec.Label(), sim.status().message()));
       }
       const auto t3 = std::chrono::steady_clock::now();
-      StrategyStep s = Measure(*plan, cost, *sim, *cc, flops, gpus);
+      StrategyStep s = Measure(*plan, cost, *sim, result.cost, flops, gpus);
       s.plan_s = Seconds(t0, t1);
       s.validate_s = Seconds(t1, t2);
       s.simulate_s = Seconds(t2, t3);
@@ -171,7 +180,7 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
     r.balance = balance / n;
     r.bubble = bubble / n;
     r.bytes_sent_per_gpu = bytes / n;
-    r.fits_memory = r.peak_memory_bytes <= cc->usable_memory_bytes;
+    r.fits_memory = r.peak_memory_bytes <= r.cost.usable_memory_bytes;
     if (baseline == nullptr && r.spec.kind == StrategyKind::kStatic) baseline = &r;
   }
   if (baseline != nullptr) {

@@ -24,13 +24,15 @@ namespace loom {
 struct StudySetup {
   ModelConfig model;
   ClusterSpec cluster;
-  int tensor_parallel = 1;
+  int tensor_parallel = 1;           // strategies may choose their own
+  bool layer_recompute = false;      // activation checkpointing per layer; strategies may choose
   const LengthDistribution* lengths = nullptr;  // not owned
   int64_t context_tokens = 0;        // longest sequence; longer ones are split (0: no cap)
   int64_t global_batch_tokens = 0;
   int steps = 1;
   uint64_t seed = 1;
-  int64_t capacity_tokens = 0;       // C; 0: CapacityFromMemory
+  int64_t capacity_tokens = 0;       // C for every strategy without its own; 0: the most that
+                                     // fits the GPU (CapacityFromMemory) for each strategy
   std::vector<StrategySpec> strategies;
   SimulatorOptions simulator;
   int trace_step = 0;                // 1-based step handed to the trace callback; 0: none
@@ -53,6 +55,8 @@ struct StrategyStep {
 
 struct StrategyResult {
   StrategySpec spec;
+  ClusterCost cost;             // the cluster as this strategy runs it (TP, recompute)
+  int64_t capacity_tokens = 0;  // its C
   std::string error;  // why the strategy cannot plan this setting; empty when it can
   std::vector<StrategyStep> steps;
   double median_step_s = 0.0;
@@ -68,8 +72,6 @@ struct StrategyResult {
 };
 
 struct StudyResult {
-  ClusterCost cluster_cost;
-  int64_t capacity_tokens = 0;
   int64_t tokens_per_step = 0;      // mean over the steps
   int64_t sequences_per_step = 0;
   std::vector<StrategyResult> strategies;
@@ -79,10 +81,9 @@ struct StudyResult {
 using TraceSink = std::function<absl::Status(const StrategySpec&, const StepPlan&,
                                              const CostModel&, const SimResult&)>;
 
-// Fails on a setup that cannot be costed (the model does not fit the GPUs), on a plan that fails
-// the validator (a planner bug, named) and on a trace the sink cannot write. A strategy that
-// cannot plan the setting (say, the static mesh cannot hold the longest sequence) is reported in
-// its `error` instead.
+// Fails on a plan that fails the validator (a planner bug, named) and on a trace the sink cannot
+// write. A strategy that cannot run the setting (the model states do not fit its GPUs, the
+// static mesh cannot hold the longest sequence) is reported in its `error` instead.
 absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& trace = nullptr);
 
 // p in [0, 1] by nearest rank over sorted values; 0 for none.

@@ -71,6 +71,9 @@ class Simulation {
     std::vector<const Action*> pending_rings;  // RingExchange actions of the next Forward
     // The rings of each (slot, stage) forwarded, which its Backward meets again.
     std::unordered_map<uint64_t, std::vector<const Action*>> rings_of;
+    // Seconds to move each (slot, stage)'s offloaded activations over the host link, which its
+    // Backward pays again to bring them back.
+    std::unordered_map<uint64_t, double> offload_s;
     std::string waiting_for;
   };
 
@@ -115,8 +118,10 @@ class Simulation {
                                       ring->ring[static_cast<size_t>((i + 1) % n)])
                                .Seconds(static_cast<double>(ring->bytes_per_step)));
       }
-      // The backward sends K/V and then the dK/dV accumulators: two messages per step.
-      const double message_s = pass == kForwardPass ? slowest : 2.0 * slowest;
+      // The backward sends K/V and then the dK/dV accumulators: two messages per step (three
+      // when it first runs the layer's forward again).
+      const double message_s =
+          pass == kForwardPass ? slowest : (cost_.layer_recompute ? 3.0 : 2.0) * slowest;
       double squares = 0.0;
       for (const TokenRange& t : ring->tokens) {
         squares += static_cast<double>(t.end) * t.end - static_cast<double>(t.begin) * t.begin;
@@ -127,6 +132,27 @@ class Simulation {
       exposed += layers * (n - 1) * per_step;
     }
     return exposed;
+  }
+
+  // Seconds of host-link traffic of an offloading micro-batch that its compute does not hide:
+  // the Forward copies the offloaded activations out while it computes, the Backward copies them
+  // back in (layer by layer, each copy overlapping the next layer's compute).
+  double ExposedOffloadSeconds(RankState& s, const Action& a, double compute_s) const {
+    double transfer_s = 0.0;
+    if (a.kind == ActionKind::kForward && a.keep_activations && a.offload_ratio > 0) {
+      const StageSpec stage = StageOf(plan_, a.stage, cost_.n_layers);
+      const double bytes = a.offload_ratio * static_cast<double>(TokenCount(a.tokens)) *
+                           static_cast<double>(cost_.activation_bytes_per_token) *
+                           (stage.last_layer - stage.first_layer) / std::max(cost_.n_layers, 1);
+      transfer_s = cost_.host_bytes_per_s > 0 ? bytes / cost_.host_bytes_per_s : 0.0;
+      s.offload_s[SlotStage(a)] = transfer_s;
+    } else if (a.kind == ActionKind::kBackward) {
+      auto it = s.offload_s.find(SlotStage(a));
+      if (it == s.offload_s.end()) return 0.0;
+      transfer_s = it->second;
+      s.offload_s.erase(it);
+    }
+    return std::max(0.0, transfer_s - compute_s);
   }
 
   double GradSyncSeconds(int64_t bytes) const {
@@ -217,7 +243,8 @@ class Simulation {
       }
       t.start_s = ready;
       t.compute_s = cost_.ComputeSeconds(plan_, a);
-      t.end_s = ready + t.compute_s + ExposedRingSeconds(a, *rings, pass);
+      t.end_s = ready + t.compute_s + ExposedRingSeconds(a, *rings, pass) +
+                ExposedOffloadSeconds(s, a, t.compute_s);
       const int to = forward ? a.next_rank : backward ? a.prev_rank : -1;
       if (to >= 0) {
         const double bytes =

@@ -98,6 +98,10 @@ struct Action {
   // Forward: false drops the activations after the forward; a Recompute before the Backward
   // makes them again (ChunkFlow keeps only K chunks' activations).
   bool keep_activations = true;
+  // Forward: the fraction of the activations it keeps for the backward that wait in host memory
+  // instead of on the GPU (ByteScale's selective offloading): copied out while the forward
+  // computes, back in while the backward does. Only the rest counts against the GPU's memory.
+  double offload_ratio = 0.0;
 
   // RingExchange: the ring's tag (unique in the plan), its members in ring order (a member sends to
   // the next and receives from the previous, wrapping around), and the bytes every member sends to

@@ -4,6 +4,9 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "parallel/activation_offload.h"
+#include "parallel/balance_scheduler.h"
+#include "parallel/hybrid_planner.h"
 #include "parallel/megatron_cp_planner.h"
 #include "parallel/plan_metrics.h"
 #include "parallel/planner.h"
@@ -70,6 +73,11 @@ absl::StatusOr<StepPlan> PlanWithStrategy(const std::vector<SequenceSpec>& seque
   options.world_size = context.world_size;
   options.capacity_tokens =
       spec.capacity_tokens > 0 ? spec.capacity_tokens : context.capacity_tokens;
+  // Offloading keeps to the memory a C-token micro-batch needs.
+  const OffloadPolicy offload{cost.MicroBatchBytes(options.capacity_tokens),
+                              context.host_memory_bytes, 1.0};
+  HdpOptions hdp{options.world_size, options.capacity_tokens, &offload,
+                 /*count_ring_messages=*/spec.kind == StrategyKind::kBest};
   switch (spec.kind) {
     case StrategyKind::kMegatronHybridCp:
       return PlanMegatronHybridCp(
@@ -85,6 +93,7 @@ absl::StatusOr<StepPlan> PlanWithStrategy(const std::vector<SequenceSpec>& seque
       options.kind = PlannerKind::kNaiveHdp;
       return PlanStep(sequences, options, cost);
     case StrategyKind::kHdp:
+      if (spec.Offloads()) return PlanBalancedHdp(sequences, hdp, cost);
       options.kind = PlannerKind::kHdp;
       return PlanStep(sequences, options, cost);
     case StrategyKind::kChunkFlow:
@@ -98,7 +107,12 @@ absl::StatusOr<StepPlan> PlanWithStrategy(const std::vector<SequenceSpec>& seque
         PlannerOptions chunked = options;
         chunked.chunk_size = std::min(spec.chunk_size, options.capacity_tokens);
         chunked.chunk_keep = spec.chunk_keep;
-        absl::StatusOr<StepPlan> plan = PlanStep(sequences, chunked, cost);
+        absl::StatusOr<StepPlan> plan =
+            spec.Offloads() ? PlanHdpWithChunks(sequences,
+                                             HybridOptions{hdp, chunked.chunk_size,
+                                                           chunked.chunk_keep},
+                                             cost)
+                         : PlanStep(sequences, chunked, cost);
         if (!plan.ok()) return plan.status();
         // Chunks keep a long sequence's K/V state on one rank; where that outgrows the memory,
         // the rings of plain HDP are what fits.
@@ -107,6 +121,7 @@ absl::StatusOr<StepPlan> PlanWithStrategy(const std::vector<SequenceSpec>& seque
           return plan;
         }
       }
+      if (spec.Offloads()) return PlanBalancedHdp(sequences, hdp, cost);
       return PlanStep(sequences, options, cost);
     }
   }

@@ -7,9 +7,11 @@
 //  hdp-naive           HDP's dynamic mesh, sequences placed in batch order
 //  hdp                 HDP with the balance scheduler
 //  chunkflow           ChunkFlow: chunks of C tokens, K of them keeping activations
-//  best                loom's best combination: hdp, with long sequences as chunks where that is
-//                      cheaper (chunk_size, chunk_keep); a step whose chunks would not fit the
-//                      GPU's memory is planned without them
+//  best                loom's best combination: hdp whose long sequences offload the activations
+//                      that do not fit (always, without checkpointing unless asked for), and
+//                      run as chunks where that is cheaper (chunk_size, chunk_keep); a step
+//                      whose chunks would not fit the GPU's memory is planned without them
+// hdp may offload activations of long sequences too (`offload`).
 #ifndef LOOM_PARALLEL_STRATEGY_H_
 #define LOOM_PARALLEL_STRATEGY_H_
 
@@ -38,6 +40,15 @@ struct StrategySpec {
   int cp_size = 0;              // static: 0 picks the fewest ranks that hold the longest sequence
   int64_t chunk_size = 0;       // best: chunks of long sequences (0: none); chunkflow: C
   int chunk_keep = 0;           // chunkflow, best: K (0 keeps all)
+  // How the cluster runs it (sim_study.h): tensor-parallel size (0: the study's) and activation
+  // checkpointing per layer (-1: the study's, 0: off, 1: on; `best` is off unless asked for).
+  int tensor_parallel = 0;
+  int layer_recompute = -1;
+  // hdp, best: long sequences' ring members offload the activations that do not fit
+  // (activation_offload.h), so rings need fewer ranks.
+  bool offload = false;
+
+  bool Offloads() const { return offload || kind == StrategyKind::kBest; }
 
   std::string Label() const { return label.empty() ? StrategyKindName(kind) : label; }
 };
@@ -49,6 +60,7 @@ struct StrategyContext {
   int64_t capacity_tokens = 0;
   int64_t longest_tokens = 0;
   int64_t memory_budget_bytes = 0;  // 0: no limit
+  int64_t host_memory_bytes = 0;    // per GPU, for offloading (0: no limit)
 };
 
 // The static mesh's CP size for a spec (its cp_size, or the fewest ranks that hold the longest

@@ -89,6 +89,18 @@ TEST(MegatronHybridCp, FreeRanksWidenTheSmallestGroup) {
   EXPECT_EQ(rings.at(0).members, (std::vector<int>{0, 1, 2, 3}));
 }
 
+TEST(MegatronHybridCp, AGroupWidensOnlyWhileEveryMemberGetsATokenOfEachSequence) {
+  // A 3-token sequence on 8 ranks: one member each of 2 holds 1 or 2 tokens, but 4 members would
+  // leave one without any (Megatron would pad), so ranks 2-7 stay idle.
+  absl::StatusOr<StepPlan> plan = PlanMegatronHybridCp({{0, 3}}, {8, 100}, Cost());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_TRUE(ValidatePlan(*plan, Cost()).ok()) << ValidatePlan(*plan, Cost());
+  const std::map<int, RingSeen> rings = Rings(*plan);
+  ASSERT_EQ(rings.size(), 1u);
+  EXPECT_EQ(rings.at(0).members, (std::vector<int>{0, 1}));
+  EXPECT_EQ(plan->ranks[2].actions.size(), 1u) << "only the gradient sync";
+}
+
 TEST(MegatronHybridCp, ASequenceWithNoPlaceWaitsForTheNextRound) {
   // World 2, C = 100: the 200-token sequence takes both ranks, so the short ones (CP 1) have no
   // group of their size and no free rank: they run in the next round, after the ring's slot.
