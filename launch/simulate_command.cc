@@ -239,6 +239,9 @@ int SimulateCommand(const std::vector<std::string>& args) {
               static_cast<long long>(study->tokens_per_step));
   PrintSetups(*study);
   PrintTable(*study);
+  bool any = false;
+  for (const StrategyResult& r : study->strategies) any = any || r.error.empty();
+  if (!any) return Fail(1, "no strategy can run this setting (see each one's reason above)");
 
   nlohmann::ordered_json strategies = nlohmann::ordered_json::array();
   for (const StrategyResult& r : study->strategies) strategies.push_back(StrategyJson(r));

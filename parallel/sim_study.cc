@@ -52,7 +52,7 @@ StrategyStep Measure(const StepPlan& plan, const CostModel& cost, const SimResul
     s.bytes_sent_mean += b / static_cast<double>(sent.size());
     s.bytes_sent_max = std::max(s.bytes_sent_max, b);
   }
-  s.peak_memory_bytes = cc.model_state_bytes + PlanPeakMemory(plan, cost);
+  s.peak_memory_bytes = cc.model_state_bytes + sim.peak_memory_bytes();
   for (const RankPlan& rank : plan.ranks) {
     int forwards = 0;
     for (const Action& a : rank.actions) forwards += a.kind == ActionKind::kForward;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "parallel/plan_metrics.h"
 
 namespace loom {
 namespace {
@@ -37,6 +38,12 @@ class Simulation {
   }
 
   absl::StatusOr<SimResult> Run() {
+    if (options_.track_memory) {
+      memory_.resize(ranks_.size());
+      for (size_t r = 0; r < ranks_.size(); ++r) {
+        memory_[r] = RankMemoryTimeline(plan_, static_cast<int>(r), cost_);
+      }
+    }
     std::vector<int> work;
     for (int r = plan_.world_size() - 1; r >= 0; --r) work.push_back(r);
     while (!work.empty()) {
@@ -59,6 +66,9 @@ class Simulation {
     for (RankTimeline& t : result_.ranks) {
       result_.step_s = std::max(result_.step_s, t.end_s);
       result_.compute_end_s = std::max(result_.compute_end_s, t.compute_end_s);
+    }
+    if (options_.track_memory) {
+      for (size_t r = 0; r < ranks_.size(); ++r) LayMemory(r);
     }
     return std::move(result_);
   }
@@ -260,6 +270,21 @@ class Simulation {
     }
   }
 
+  // Rank r's memory on the simulated clock: a compute action's figure from its start until the
+  // next compute action starts (waiting in between, the rank holds at most that).
+  void LayMemory(size_t r) {
+    RankTimeline& timeline = result_.ranks[r];
+    const std::vector<Action>& actions = plan_.ranks[r].actions;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      const ActionKind kind = actions[i].kind;
+      if (kind == ActionKind::kRingExchange || kind == ActionKind::kGradSync) continue;
+      const RankMemory& m = memory_[r][i];
+      const ActionTime& t = timeline.actions[i];
+      timeline.memory.push_back({t.start_s, m.bytes()});
+      timeline.peak_memory_bytes = std::max(timeline.peak_memory_bytes, m.bytes());
+    }
+  }
+
   static void Finish(RankState& s, RankTimeline& timeline, const ActionTime& t, bool computes) {
     s.free_s = t.end_s;
     s.arrived = false;
@@ -282,6 +307,7 @@ class Simulation {
   std::unordered_map<uint64_t, Meeting> meetings_;      // ring id * 2 + pass
   Meeting sync_;
   SimResult result_;
+  std::vector<std::vector<RankMemory>> memory_;  // per rank, per action (track_memory)
 };
 
 }  // namespace
@@ -290,6 +316,12 @@ double SimResult::busy_s() const {
   double busy = 0.0;
   for (const RankTimeline& r : ranks) busy += r.busy_s;
   return busy;
+}
+
+int64_t SimResult::peak_memory_bytes() const {
+  int64_t peak = 0;
+  for (const RankTimeline& r : ranks) peak = std::max(peak, r.peak_memory_bytes);
+  return peak;
 }
 
 double SimResult::bubble_fraction() const {

@@ -13,8 +13,14 @@
 //  - GradSync is an all-reduce over the world: it starts when the last rank reaches it.
 // A compute action lasts CostModel::ComputeSeconds plus the part of its ring messages that
 // compute does not hide: per layer and ring step, a member sends K/V (the forward) or K/V and
-// dK/dV (the backward, twice the bytes) while it computes attention against the block it holds.
-// With overlap a step costs the larger of the two, without it their sum.
+// dK/dV (the backward, twice the bytes; three times under per-layer recompute, which sends K/V
+// again for the second forward) while it computes attention against the block it holds. With
+// overlap a step costs the larger of the two, without it their sum. An offloading Forward
+// (Action::offload_ratio) copies that share of its activations to host memory while it computes
+// and its Backward copies them back; a copy longer than the action's compute adds the rest.
+//
+// Memory: each rank's bytes over time are RankMemoryTimeline's (the validator's figures, with
+// offloaded activations off the GPU) placed at the simulated start of each action.
 //
 // Not modelled: link contention (messages of different pairs travel independently), and kernels
 // of one rank running concurrently.
@@ -31,6 +37,17 @@ namespace loom {
 
 struct SimulatorOptions {
   bool overlap_ring_messages = true;
+  // Memory per rank over time: what RankMemoryTimeline says each action holds, from the
+  // action's start (the validator's prediction, laid on the simulated clock).
+  bool track_memory = true;
+};
+
+// From `t_s` on (until the next point), a rank holds `bytes` on its GPU beyond the model states.
+struct MemoryPoint {
+  double t_s = 0.0;
+  int64_t bytes = 0;
+
+  friend bool operator==(const MemoryPoint&, const MemoryPoint&) = default;
 };
 
 struct ActionTime {
@@ -44,6 +61,10 @@ struct RankTimeline {
   double busy_s = 0.0;              // compute actions' compute time
   double compute_end_s = 0.0;       // end of the rank's last compute action
   double end_s = 0.0;               // end of its last action
+  // With track_memory: at each compute action's start, what the rank holds while it runs (until
+  // the next one starts); the largest of them.
+  std::vector<MemoryPoint> memory;
+  int64_t peak_memory_bytes = 0;
 };
 
 struct SimResult {
@@ -52,6 +73,7 @@ struct SimResult {
   std::vector<RankTimeline> ranks;
 
   double busy_s() const;
+  int64_t peak_memory_bytes() const;  // over all ranks (track_memory)
   // Idle over busy compute time until the last compute action ends, over all ranks:
   // (ranks * compute_end - busy) / busy. For a pipeline of p stages with m equal micro-batches
   // under 1F1B this is the textbook (p - 1) / m; without a pipeline it is the imbalance.
