@@ -13,7 +13,7 @@
 // The fit weighs each point by 1/T (it minimises relative, not absolute, error): the times span
 // two orders of magnitude, and an unweighted fit would let the longest documents decide alone,
 // leaving c, which short documents show, to chance. Coefficients are kept non-negative, since the
-// planners read a negative term as work that makes a micro-batch faster.
+// planners read a negative term as work that makes a micro-batch faster (bench/least_squares.h).
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +27,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/bench.h"
+#include "bench/least_squares.h"
 #include "parallel/cost_model.h"
 #include "src/model.h"
 #include "src/random.h"
@@ -38,74 +39,12 @@ struct Coefficients {
   double a = 0.0, b = 0.0, c = 0.0;  // seconds per layer: per squared token, per token, fixed
 };
 
-// Weighted least squares of y ~ a*s^2 + b*s + c with weights 1/y, over the terms in `use` (the
-// others held at 0). Columns are scaled to unit size first: s^2 and 1 differ by 10^7.
-std::array<double, 3> SolveSubset(const std::vector<double>& s, const std::vector<double>& y,
-                                  const std::array<bool, 3>& use) {
-  std::vector<int> cols;
-  for (int j = 0; j < 3; ++j) {
-    if (use[static_cast<size_t>(j)]) cols.push_back(j);
-  }
-  const double s_max = *std::max_element(s.begin(), s.end());
-  auto column = [&](int j, double x) {
-    return j == 0 ? (x / s_max) * (x / s_max) : j == 1 ? x / s_max : 1.0;
-  };
-  const size_t k = cols.size();
-  std::vector<std::vector<double>> m(k, std::vector<double>(k + 1, 0.0));  // normal equations
-  for (size_t i = 0; i < s.size(); ++i) {
-    const double w = 1.0 / y[i];
-    for (size_t r = 0; r < k; ++r) {
-      for (size_t q = 0; q < k; ++q) {
-        m[r][q] += w * w * column(cols[r], s[i]) * column(cols[q], s[i]);
-      }
-      m[r][k] += w * w * column(cols[r], s[i]) * y[i];
-    }
-  }
-  for (size_t p = 0; p < k; ++p) {  // Gaussian elimination with partial pivoting
-    size_t best = p;
-    for (size_t r = p + 1; r < k; ++r) {
-      if (std::abs(m[r][p]) > std::abs(m[best][p])) best = r;
-    }
-    std::swap(m[p], m[best]);
-    for (size_t r = 0; r < k; ++r) {
-      if (r == p || m[p][p] == 0.0) continue;
-      const double f = m[r][p] / m[p][p];
-      for (size_t q = p; q <= k; ++q) m[r][q] -= f * m[p][q];
-    }
-  }
-  std::array<double, 3> x{0.0, 0.0, 0.0};
-  const std::array<double, 3> unscale{1.0 / (s_max * s_max), 1.0 / s_max, 1.0};
-  for (size_t r = 0; r < k; ++r) {
-    const size_t j = static_cast<size_t>(cols[r]);
-    x[j] = (m[r][r] != 0.0 ? m[r][k] / m[r][r] : 0.0) * unscale[j];
-  }
-  return x;
-}
-
-double RelativeError(double predicted, double measured) {
-  return std::abs(predicted - measured) / measured;
-}
-
-// Non-negative least squares for three terms: the best of the fits over every subset of terms
-// whose coefficients all come out >= 0.
+// y ~ a*s^2 + b*s + c, weighted and non-negative (least_squares.h).
 Coefficients FitNonNegative(const std::vector<double>& s, const std::vector<double>& y) {
-  Coefficients best;
-  double best_residual = INFINITY;
-  for (int mask = 1; mask < 8; ++mask) {
-    const std::array<bool, 3> use{(mask & 1) != 0, (mask & 2) != 0, (mask & 4) != 0};
-    const std::array<double, 3> x = SolveSubset(s, y, use);
-    if (x[0] < 0 || x[1] < 0 || x[2] < 0) continue;
-    double residual = 0.0;
-    for (size_t i = 0; i < s.size(); ++i) {
-      const double r = RelativeError(x[0] * s[i] * s[i] + x[1] * s[i] + x[2], y[i]);
-      residual += r * r;
-    }
-    if (residual < best_residual) {
-      best_residual = residual;
-      best = {x[0], x[1], x[2]};
-    }
-  }
-  return best;
+  std::vector<Features> x;
+  for (const double v : s) x.push_back({v * v, v, 1.0});
+  const Features f = bench::FitNonNegative(x, y);
+  return {f[0], f[1], f[2]};
 }
 
 // configs/tiny.yaml's model: 4 layers of width 128, 4 query heads sharing 2 key/value heads.
