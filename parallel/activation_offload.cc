@@ -47,11 +47,15 @@ bool Fits(int64_t length, int members, const CostModel& cost, const OffloadPolic
 }  // namespace
 
 int MinRingMembers(int64_t length, int64_t capacity_tokens, const CostModel& cost,
-                   const OffloadPolicy& policy) {
-  const int most = static_cast<int>((length + capacity_tokens - 1) / capacity_tokens);
-  if (most <= 2) return std::max(most, 2);
+                   const OffloadPolicy& policy, int max_members) {
+  const int64_t ceil_members = (length + capacity_tokens - 1) / capacity_tokens;
+  const int most = static_cast<int>(std::min<int64_t>(ceil_members, max_members));
+  if (most < 2) return 0;
+  // ceil(L / C) members always fit (shares of at most C); fewer must be checked.
+  if (most < ceil_members && !Fits(length, most, cost, policy)) return 0;
+  if (most == 2) return 2;
   // Fewer members means larger shares, which fit less often: the smallest that fits, by
-  // bisection over [2, most] (most always fits: its shares are at most C).
+  // bisection over [2, most].
   int lo = 2, hi = most;
   while (lo < hi) {
     const int mid = lo + (hi - lo) / 2;

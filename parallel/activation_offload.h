@@ -31,10 +31,11 @@ double HiddenOffloadRatio(int64_t tokens, double forward_s, const CostModel& cos
 // fit the budget: 0 when it fits; above 1 when not even offloading every activation would.
 double NeededOffloadRatio(int64_t tokens, const CostModel& cost, const OffloadPolicy& policy);
 
-// The fewest members (at least 2, at most ceil(L / C)) among which a sequence of `length` tokens
-// fits, each member offloading no more than its compute hides.
+// The fewest members (at least 2, at most ceil(L / C) and `max_members`) among which a sequence of
+// `length` tokens fits, each member offloading no more than its compute hides; 0 when not even
+// `max_members` do (only possible below ceil(L / C), where no member needs to offload at all).
 int MinRingMembers(int64_t length, int64_t capacity_tokens, const CostModel& cost,
-                   const OffloadPolicy& policy);
+                   const OffloadPolicy& policy, int max_members);
 
 // Sets the offload ratio of every Forward whose micro-batch would not fit the budget to the
 // ratio it needs (at most 1), so that the plan's memory, as RankMemoryTimeline counts it, stays

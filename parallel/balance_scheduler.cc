@@ -188,7 +188,7 @@ class Scheduler {
       const double seconds = cost_.DocumentSeconds(length);
       if (length > capacity_) {
         const int min_members =
-            offload_ != nullptr ? MinRingMembers(length, capacity_, cost_, *offload_)
+            offload_ != nullptr ? MinRingMembers(length, capacity_, cost_, *offload_, world_)
                                 : static_cast<int>((length + capacity_ - 1) / capacity_);
         rings.push_back({sequences_[i], seconds, min_members, seconds / min_members});
       } else {
@@ -653,14 +653,20 @@ class Scheduler {
 
 absl::StatusOr<StepPlan> PlanBalancedHdp(const std::vector<SequenceSpec>& sequences,
                                          const HdpOptions& options, const CostModel& cost) {
-  if (absl::Status s = CheckHdpBatch(sequences, options); !s.ok()) return s;
+  if (absl::Status s = CheckHdpBatch(sequences, options, &cost); !s.ok()) return s;
   Scheduler scheduler(sequences, options, cost);
   FlatPlacement balanced = scheduler.Run();
+  // A sequence only offloading lets the world hold cannot be placed in order.
+  const int64_t world_capacity = options.world_size * options.capacity_tokens;
+  const bool in_order_possible =
+      std::none_of(sequences.begin(), sequences.end(),
+                   [&](const SequenceSpec& s) { return s.length > world_capacity; });
   // Packing in batch order occasionally lands on a slightly better quantisation of micro-batches
   // (each costs the fixed overhead); the cheaper of the two is kept, so balancing never loses.
   // Making the in-order placement is left out when a rank of it provably reaches ours (with a
   // margin for rounding), as at scale it does after a small part of the batch.
-  if (!InOrderReaches(sequences, options, cost, scheduler.slowest() * (1 + 1e-9))) {
+  if (in_order_possible &&
+      !InOrderReaches(sequences, options, cost, scheduler.slowest() * (1 + 1e-9))) {
     FlatPlacement in_order = PlaceInOrder(sequences, options);
     if (SlowestRankSeconds(in_order, cost) < SlowestRankSeconds(balanced, cost)) {
       balanced = std::move(in_order);

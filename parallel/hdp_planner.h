@@ -34,9 +34,11 @@ struct HdpOptions {
   bool count_ring_messages = false;
 };
 
-// Options in range and every sequence within the world's capacity (world_size * C tokens); the
-// error names the first sequence that is not.
-absl::Status CheckHdpBatch(const std::vector<SequenceSpec>& sequences, const HdpOptions& options);
+// Options in range and every sequence within the world's capacity (world_size * C tokens, or,
+// with an offload policy and the cost model, what the whole world holds offloading); the error
+// names the first sequence that is not.
+absl::Status CheckHdpBatch(const std::vector<SequenceSpec>& sequences, const HdpOptions& options,
+                           const CostModel* cost = nullptr);
 
 absl::StatusOr<StepPlan> PlanNaiveHdp(const std::vector<SequenceSpec>& sequences,
                                       const HdpOptions& options, const CostModel& cost);

@@ -14,7 +14,7 @@ namespace loom {
 
 absl::StatusOr<StepPlan> PlanHdpWithChunks(const std::vector<SequenceSpec>& sequences,
                                            const HybridOptions& options, const CostModel& cost) {
-  if (absl::Status s = CheckHdpBatch(sequences, options.hdp); !s.ok()) return s;
+  if (absl::Status s = CheckHdpBatch(sequences, options.hdp, &cost); !s.ok()) return s;
   const int64_t capacity = options.hdp.capacity_tokens;
   if (options.chunk_size < 1 || options.chunk_size > capacity) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -3,6 +3,7 @@
 // offloading: fewer ring members than ceil(L / C), every rank within its memory budget.
 #include "parallel/activation_offload.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -62,7 +63,7 @@ TEST(Offload, LongSequencesNeedFewerMembers) {
   // offloading. Each of n members holds 1,600 / n tokens and computes for about
   // (1e-6 * 1600^2 / n + 1e-3 * 1600 / n) * 4 layers in all, a third of it forward.
   const OffloadPolicy p{c.MicroBatchBytes(100), 0, 1.0};
-  const int n = MinRingMembers(1600, 100, c, p);
+  const int n = MinRingMembers(1600, 100, c, p, 16);
   EXPECT_LT(n, 16);
   EXPECT_GE(n, 2);
   // The answer is the fewest that fit: with n members, member 0's zigzag pieces (the largest
@@ -82,7 +83,7 @@ TEST(Offload, LongSequencesNeedFewerMembers) {
   }
   // No host link: nothing can be offloaded, so all 16.
   c.host_bytes_per_s = 0;
-  EXPECT_EQ(MinRingMembers(1600, 100, c, p), 16);
+  EXPECT_EQ(MinRingMembers(1600, 100, c, p, 16), 16);
 }
 
 TEST(Offload, BalancedPlansOffloadOnlyWhatDoesNotFit) {
@@ -123,6 +124,33 @@ TEST(Offload, BalancedPlansOffloadOnlyWhatDoesNotFit) {
     }
   }
   EXPECT_GT(offloading, 0);
+}
+
+}  // namespace
+}  // namespace loom
+
+namespace loom {
+namespace {
+
+TEST(Offload, TheWorldHoldsASequenceLongerThanItsCapacity) {
+  // 4 ranks of C = 100 hold 400 tokens; a 600-token sequence fits only offloading: each member's
+  // 150 tokens need 18,000 bytes against 12,000: 0.4 of their 15,000 bytes of activations
+  // offloaded, which their attention (600^2 tokens^2 of it, about 0.36 s per member) hides.
+  const CostModel c = Cost();
+  const std::vector<SequenceSpec> batch = {{0, 600}, {1, 50}};
+  HdpOptions options{4, 100};
+  EXPECT_FALSE(PlanBalancedHdp(batch, options, c).ok());
+  const OffloadPolicy p{c.MicroBatchBytes(100), 0, 1.0};
+  options.offload = &p;
+  absl::StatusOr<StepPlan> plan = PlanBalancedHdp(batch, options, c);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_TRUE(ValidatePlan(*plan, c).ok()) << ValidatePlan(*plan, c);
+  EXPECT_GT(plan->ranks[0].actions[1].offload_ratio, 0.3);
+  // Without the host link nothing can be offloaded: the error names the sequence.
+  CostModel no_link = c;
+  no_link.host_bytes_per_s = 0;
+  const absl::Status s = PlanBalancedHdp(batch, options, no_link).status();
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("sequence 0 (index 0) has 600 tokens"));
 }
 
 }  // namespace
