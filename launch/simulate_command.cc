@@ -239,6 +239,13 @@ int SimulateCommand(const std::vector<std::string>& args) {
               static_cast<long long>(study->tokens_per_step));
   PrintSetups(*study);
   PrintTable(*study);
+  const StrategyResult* statik = FindKind(*study, StrategyKind::kStatic);
+  if (statik != nullptr && statik->median_step_s > 0 && study->ideal_step_s > 0) {
+    std::printf(
+        "ideal step (every GPU computing the model's FLOPs at the assumed efficiency, nothing "
+        "else): %s, so no strategy can be more than %.2fx faster than static here\n",
+        Duration(study->ideal_step_s).c_str(), statik->median_step_s / study->ideal_step_s);
+  }
   bool any = false;
   for (const StrategyResult& r : study->strategies) any = any || r.error.empty();
   if (!any) return Fail(1, "no strategy can run this setting (see each one's reason above)");
@@ -258,6 +265,7 @@ int SimulateCommand(const std::vector<std::string>& args) {
       {"tokens_per_step", study->tokens_per_step},
       {"steps", setup.steps},
       {"overlap", setup.simulator.overlap_ring_messages},
+      {"ideal_step_s", study->ideal_step_s},
       {"strategies", std::move(strategies)}};
   const SimReferenceConfig& ref = config->reference;
   if (ref.paper_ratio > 0 || !ref.setting.empty()) {
@@ -277,6 +285,9 @@ int SimulateCommand(const std::vector<std::string>& args) {
     if (ref.paper_naive_ratio > 0) {
       r["paper_naive_ratio"] = ref.paper_naive_ratio;
       r["loom_naive_ratio"] = naive != nullptr ? naive->speedup_vs_static : 0.0;
+    }
+    if (statik != nullptr && statik->median_step_s > 0 && study->ideal_step_s > 0) {
+      r["ceiling_ratio"] = statik->median_step_s / study->ideal_step_s;
     }
     r["note"] = ref.note;
     summary["reference"] = std::move(r);

@@ -137,4 +137,15 @@ double TrainingFlops(const ModelConfig& model, const std::vector<SequenceSpec>& 
   return 6.0 * matmul_weights * tokens + 6.0 * model.q_dim() * model.n_layers * squares;
 }
 
+double IdealStepSeconds(const ModelConfig& model, const ClusterSpec& cluster,
+                        const std::vector<SequenceSpec>& sequences) {
+  double squares = 0.0;
+  for (const SequenceSpec& s : sequences) squares += static_cast<double>(s.length) * s.length;
+  const double attention = 6.0 * model.q_dim() * model.n_layers * squares;
+  const double linear = TrainingFlops(model, sequences) - attention;
+  const double peak = cluster.gpu.peak_bf16_flops * cluster.gpus();
+  return linear / (peak * cluster.gemm_efficiency) +
+         attention / (peak * cluster.attention_efficiency);
+}
+
 }  // namespace loom

@@ -58,6 +58,12 @@ int64_t CapacityFromMemory(const ClusterCost& cluster_cost, int64_t granule = 10
 // for a sequence of L tokens (QK^T and PV over L^2 / 2 pairs, forward and backward).
 double TrainingFlops(const ModelConfig& model, const std::vector<SequenceSpec>& sequences);
 
+// The step time no strategy can beat: TrainingFlops spread evenly over every GPU of the cluster,
+// the matrix products at the GEMM efficiency and attention at the attention efficiency, with no
+// recomputation, messages, memory traffic or waiting.
+double IdealStepSeconds(const ModelConfig& model, const ClusterSpec& cluster,
+                        const std::vector<SequenceSpec>& sequences);
+
 }  // namespace loom
 
 #endif  // LOOM_PARALLEL_CLUSTER_COST_H_

@@ -111,6 +111,7 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
   }
 
   double tokens_sum = 0.0, sequences_sum = 0.0;
+  std::vector<double> ideal;
   for (int step = 1; step <= setup.steps; ++step) {
     const std::vector<int64_t> lengths =
         DrawLengthBatch(*setup.lengths, setup.global_batch_tokens, setup.context_tokens,
@@ -123,6 +124,7 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
     }
     sequences_sum += static_cast<double>(sequences.size());
     const double flops = TrainingFlops(setup.model, sequences);
+    ideal.push_back(IdealStepSeconds(setup.model, setup.cluster, sequences));
     for (size_t k = 0; k < out.strategies.size(); ++k) {
       StrategyResult& result = out.strategies[k];
       if (!result.error.empty()) continue;
@@ -156,6 +158,7 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
       }
     }
   }
+  out.ideal_step_s = Median(ideal);
   out.tokens_per_step = static_cast<int64_t>(tokens_sum / setup.steps);
   out.sequences_per_step = static_cast<int64_t>(sequences_sum / setup.steps);
 

@@ -72,6 +72,7 @@ struct StrategyResult {
 };
 
 struct StudyResult {
+  double ideal_step_s = 0.0;        // median over the steps of IdealStepSeconds
   int64_t tokens_per_step = 0;      // mean over the steps
   int64_t sequences_per_step = 0;
   std::vector<StrategyResult> strategies;

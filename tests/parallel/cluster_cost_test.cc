@@ -105,5 +105,17 @@ TEST(ClusterCost, TrainingFlopsCountWeightsAndCausalAttention) {
   EXPECT_DOUBLE_EQ(flops, 6 * weights * 103 + 6.0 * 256 * 4 * (100.0 * 100 + 9));
 }
 
+TEST(ClusterCost, TheIdealStepSpreadsTheFlopsOverEveryGpu) {
+  ModelConfig m;  // d 256, 4 layers, 8 heads, ffn 688, vocab 257
+  ClusterSpec cluster = DefaultCluster(*GpuPreset("a100-80g"), 2, 4);
+  cluster.gemm_efficiency = 0.5;
+  cluster.attention_efficiency = 0.25;
+  const std::vector<SequenceSpec> batch = {{0, 1000}};
+  const double attention = 6.0 * 256 * 4 * 1000.0 * 1000;
+  const double linear = TrainingFlops(m, batch) - attention;
+  EXPECT_DOUBLE_EQ(IdealStepSeconds(m, cluster, batch),
+                   linear / (8 * 312e12 * 0.5) + attention / (8 * 312e12 * 0.25));
+}
+
 }  // namespace
 }  // namespace loom
