@@ -140,7 +140,7 @@ TEST(PlanValidator, RejectsABackwardThatDiffersFromItsForward) {
   StepPlan plan = GoodPlan();
   plan.ranks[0].actions[Find(plan, 0, ActionKind::kBackward, 0)].tokens.pop_back();
   EXPECT_THAT(Message(ValidatePlan(plan, SmallCost())),
-              HasSubstr("rank 0 action 2 (backward, micro-batch 0): tokens or context differ"));
+              HasSubstr("rank 0 action 2 (backward, micro-batch 0): tokens, context or neighbouring ranks differ"));
 }
 
 TEST(PlanValidator, RejectsASplitSequenceOutsideARing) {
