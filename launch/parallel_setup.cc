@@ -83,7 +83,9 @@ absl::StatusOr<PlannerOptions> PlannerOptionsFromConfig(const ExperimentConfig& 
     return absl::InvalidArgumentError(absl::StrFormat(
         "parallel.chunk_size (%d) must not exceed parallel.capacity_tokens (%d)", p.chunk_size,
         options.capacity_tokens));
-  } else if (options.capacity_tokens * replicas < config.data.max_doc_tokens) {
+  } else if (options.capacity_tokens * replicas < config.data.max_doc_tokens &&
+             !(options.kind == PlannerKind::kHdp && p.chunk_size > 0)) {
+    // (With chunks, a sequence the world cannot ring runs as chunks.)
     return absl::InvalidArgumentError(absl::StrFormat(
         "parallel.capacity_tokens: %d %s x %d tokens cannot hold a sequence of "
         "data.max_doc_tokens (%d)",

@@ -20,7 +20,6 @@ struct Slot {
   std::vector<const Action*> rings;
   const Action* forward = nullptr;
   double seconds = 0.0;
-  bool movable = false;  // neither in a ring nor a dependent chunk
 };
 
 struct Replica {
@@ -74,7 +73,6 @@ absl::StatusOr<std::vector<Replica>> ReadReplicas(const StepPlan& base, const Co
           chunk_of[slot] = t.sequence_id;
         }
       }
-      s.movable = s.rings.empty() && chunk_of[slot] < 0;
     }
     for (size_t i = 0; i < chunk_of.size();) {
       size_t j = i;
@@ -86,35 +84,89 @@ absl::StatusOr<std::vector<Replica>> ReadReplicas(const StepPlan& base, const Co
   return replicas;
 }
 
-enum class Order { kPlanned, kCostliestFirst, kCheapestFirst, kCheapEnds };
+enum class Order { kPlanned, kCostliestFirst, kCheapestFirst, kCheapEnds, kGroupsFirst };
 
-// Slot for each schedule position: the movable slots rearranged among their own positions.
-std::vector<int> Arrange(const Replica& rep, Order order) {
-  std::vector<int> positions(rep.slots.size());
-  std::iota(positions.begin(), positions.end(), 0);
-  if (order == Order::kPlanned) return positions;
-  std::vector<int> movable;
-  for (size_t i = 0; i < rep.slots.size(); ++i) {
-    if (rep.slots[i].movable) movable.push_back(static_cast<int>(i));
-  }
-  std::vector<int> sorted = movable;
-  auto costlier = [&](int a, int b) {
-    return rep.slots[static_cast<size_t>(a)].seconds > rep.slots[static_cast<size_t>(b)].seconds;
+// Where each slot runs in the schedule: slot_at[position], and the dependent groups by position.
+struct Arrangement {
+  std::vector<int> slot_at;
+  std::vector<std::pair<int, int>> groups;
+};
+
+// What may move: single slots and whole dependent groups, around the ring slots, which keep
+// their positions. Empty when the order would split a group around a ring slot.
+std::optional<Arrangement> Arrange(const Replica& rep, Order order) {
+  struct Item {
+    int first = 0;  // slot
+    int count = 1;
+    double seconds = 0.0;
+    bool group = false;
   };
-  std::stable_sort(sorted.begin(), sorted.end(), costlier);
-  if (order == Order::kCheapestFirst) std::reverse(sorted.begin(), sorted.end());
-  if (order == Order::kCheapEnds && sorted.size() >= 2) {
-    // The cheapest first and last, the others costliest first between them.
-    const int cheapest = sorted.back(), second = sorted[sorted.size() - 2];
-    sorted.pop_back();
-    sorted.pop_back();
-    sorted.insert(sorted.begin(), cheapest);
-    sorted.push_back(second);
+  std::vector<Item> items;
+  std::vector<int> free_positions;
+  std::vector<int> group_of(rep.slots.size(), -1);
+  for (size_t g = 0; g < rep.groups.size(); ++g) {
+    const auto [first, count] = rep.groups[g];
+    for (int i = first; i < first + count; ++i) group_of[static_cast<size_t>(i)] = static_cast<int>(g);
   }
-  for (size_t i = 0; i < movable.size(); ++i) {
-    positions[static_cast<size_t>(movable[i])] = sorted[i];
+  Arrangement out;
+  out.slot_at.resize(rep.slots.size());
+  for (size_t i = 0; i < rep.slots.size(); ++i) {
+    if (!rep.slots[i].rings.empty()) {
+      out.slot_at[i] = static_cast<int>(i);
+      continue;
+    }
+    free_positions.push_back(static_cast<int>(i));
+    if (group_of[i] < 0) {
+      items.push_back({static_cast<int>(i), 1, rep.slots[i].seconds, false});
+      continue;
+    }
+    const auto [first, count] = rep.groups[static_cast<size_t>(group_of[i])];
+    if (static_cast<int>(i) != first) continue;
+    Item group{first, count, 0.0, true};
+    for (int j = first; j < first + count; ++j) group.seconds += rep.slots[static_cast<size_t>(j)].seconds;
+    items.push_back(group);
   }
-  return positions;
+  auto costlier = [](const Item& a, const Item& b) { return a.seconds > b.seconds; };
+  switch (order) {
+    case Order::kPlanned:
+      break;
+    case Order::kCostliestFirst:
+      std::stable_sort(items.begin(), items.end(), costlier);
+      break;
+    case Order::kCheapestFirst:
+      std::stable_sort(items.begin(), items.end(),
+                       [](const Item& a, const Item& b) { return a.seconds < b.seconds; });
+      break;
+    case Order::kCheapEnds:
+      // The cheapest first and the next cheapest last: they set the fill and the drain.
+      std::stable_sort(items.begin(), items.end(), costlier);
+      if (items.size() >= 2) {
+        const Item cheapest = items.back(), second = items[items.size() - 2];
+        items.resize(items.size() - 2);
+        items.insert(items.begin(), cheapest);
+        items.push_back(second);
+      }
+      break;
+    case Order::kGroupsFirst:
+      // Dependent chunks first: the others then fill the stages while the chunks' backwards
+      // come back last chunk first.
+      std::stable_sort(items.begin(), items.end(), costlier);
+      std::stable_partition(items.begin(), items.end(), [](const Item& i) { return i.group; });
+      break;
+  }
+  size_t next = 0;
+  for (const Item& it : items) {
+    for (int j = 0; j < it.count; ++j) {
+      const int position = free_positions[next + static_cast<size_t>(j)];
+      if (j > 0 && position != free_positions[next + static_cast<size_t>(j) - 1] + 1) {
+        return std::nullopt;
+      }
+      out.slot_at[static_cast<size_t>(position)] = it.first + j;
+    }
+    if (it.group) out.groups.emplace_back(free_positions[next], it.count);
+    next += static_cast<size_t>(it.count);
+  }
+  return out;
 }
 
 struct Layout {
@@ -126,7 +178,7 @@ struct Layout {
 
 absl::StatusOr<StepPlan> Build(const StepPlan& base, const std::vector<Replica>& replicas,
                                const std::vector<StageSpec>& stages, const Layout& layout,
-                               PipelineScheduleKind kind, Order order) {
+                               PipelineScheduleKind kind, Order order, int extra_warmup = 0) {
   StepPlan plan;
   plan.planner = base.planner + "+pp";
   plan.capacity_tokens = base.capacity_tokens;
@@ -139,9 +191,12 @@ absl::StatusOr<StepPlan> Build(const StepPlan& base, const std::vector<Replica>&
   const bool zero_bubble = kind == PipelineScheduleKind::kZbh1;
   for (int d = 0; d < layout.replicas; ++d) {
     const Replica& rep = replicas[static_cast<size_t>(d)];
-    const std::vector<int> slot_at = Arrange(rep, order);
-    // Dependent groups keep their positions (they are not movable).
-    PipelineShape shape{layout.p, layout.v, static_cast<int>(rep.slots.size()), rep.groups};
+    std::optional<Arrangement> arranged = Arrange(rep, order);
+    // An order that cannot keep a group whole keeps the planned one on this replica.
+    if (!arranged.has_value()) arranged = Arrange(rep, Order::kPlanned);
+    const std::vector<int>& slot_at = arranged->slot_at;
+    PipelineShape shape{layout.p, layout.v, static_cast<int>(rep.slots.size()), arranged->groups,
+                        extra_warmup};
     absl::StatusOr<std::vector<std::vector<PipeOp>>> schedule = MakePipelineSchedule(kind, shape);
     if (!schedule.ok()) return schedule.status();
     for (int k = 0; k < layout.p; ++k) {
@@ -245,21 +300,37 @@ absl::StatusOr<StepPlan> PlanPipeline(const StepPlan& replicas, const PipelineOp
   int64_t budget = replicas.activation_budget_bytes;
   std::optional<StepPlan> best;
   double best_s = std::numeric_limits<double>::infinity();
+  PipelineScheduleKind best_kind = kinds.front();
+  Order best_order = Order::kPlanned;
+  bool first = true;
+  auto consider = [&](PipelineScheduleKind kind, Order order, int extra) -> absl::Status {
+    absl::StatusOr<StepPlan> plan = Build(replicas, *reps, *stages, layout, kind, order, extra);
+    if (!plan.ok()) return plan.status();
+    const int64_t peak = PeakBytes(*plan, cost);
+    if (first) budget = std::max(budget, peak);
+    first = false;
+    if (peak > budget) return absl::OkStatus();
+    absl::StatusOr<SimResult> sim = SimulateStep(*plan, cost);
+    if (!sim.ok()) return sim.status();
+    if (sim->step_s < best_s) {
+      best_s = sim->step_s;
+      best_kind = kind;
+      best_order = order;
+      plan->activation_budget_bytes = budget;
+      best = *std::move(plan);
+    }
+    return absl::OkStatus();
+  };
   for (const PipelineScheduleKind kind : kinds) {
-    for (const Order order :
-         {Order::kPlanned, Order::kCostliestFirst, Order::kCheapestFirst, Order::kCheapEnds}) {
-      absl::StatusOr<StepPlan> plan = Build(replicas, *reps, *stages, layout, kind, order);
-      if (!plan.ok()) return plan.status();
-      const int64_t peak = PeakBytes(*plan, cost);
-      if (kind == kinds.front() && order == Order::kPlanned) budget = std::max(budget, peak);
-      if (peak > budget) continue;
-      absl::StatusOr<SimResult> sim = SimulateStep(*plan, cost);
-      if (!sim.ok()) return sim.status();
-      if (sim->step_s < best_s) {
-        best_s = sim->step_s;
-        plan->activation_budget_bytes = budget;
-        best = *std::move(plan);
-      }
+    for (const Order order : {Order::kPlanned, Order::kCostliestFirst, Order::kCheapestFirst,
+                              Order::kCheapEnds, Order::kGroupsFirst}) {
+      if (absl::Status s = consider(kind, order, 0); !s.ok()) return s;
+    }
+  }
+  // Then more forwards in flight for the best 1F1B-like candidate, while memory allows.
+  if (best_kind == PipelineScheduleKind::k1f1b || best_kind == PipelineScheduleKind::kZbh1) {
+    for (const int extra : {std::max(1, options.pp / 2), options.pp, 2 * options.pp}) {
+      if (absl::Status s = consider(best_kind, best_order, extra); !s.ok()) return s;
     }
   }
   return *std::move(best);

@@ -38,10 +38,11 @@ std::string PipeOpName(const PipeOp& op) {
 namespace {
 
 absl::Status CheckShape(PipelineScheduleKind kind, const PipelineShape& shape) {
-  if (shape.ranks < 1 || shape.chunks < 1 || shape.micro_batches < 0) {
+  if (shape.ranks < 1 || shape.chunks < 1 || shape.micro_batches < 0 || shape.extra_warmup < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "a pipeline needs ranks >= 1, chunks >= 1 and micro-batches >= 0; got %d, %d, %d",
-        shape.ranks, shape.chunks, shape.micro_batches));
+        "a pipeline needs ranks >= 1, chunks >= 1, micro-batches >= 0 and extra warm-up >= 0; got "
+        "%d, %d, %d, %d",
+        shape.ranks, shape.chunks, shape.micro_batches, shape.extra_warmup));
   }
   if (kind == PipelineScheduleKind::kInterleaved && shape.chunks < 2) {
     return absl::InvalidArgumentError(
@@ -110,7 +111,7 @@ absl::StatusOr<std::vector<std::vector<PipeOp>>> MakePipelineSchedule(PipelineSc
   for (int k = 0; k < p; ++k) {
     int warmup = total;
     if (kind == PipelineScheduleKind::k1f1b || kind == PipelineScheduleKind::kZbh1) {
-      warmup = std::min(p - 1 - k, total);
+      warmup = std::min(p - 1 - k + shape.extra_warmup, total);
     } else if (kind == PipelineScheduleKind::kInterleaved) {
       warmup = std::min(2 * (p - 1 - k) + (v - 1) * p, total);
     }

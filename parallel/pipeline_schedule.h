@@ -58,6 +58,11 @@ struct PipelineShape {
   int micro_batches = 0;  // m
   // Dependent chunk groups, each [first, first + count) of consecutive micro-batches.
   std::vector<std::pair<int, int>> dependent_groups;
+  // 1f1b and zb-h1: forwards every rank runs before its first backward beyond the textbook
+  // warm-up (the same on every rank, so later ranks still run fewer). More forwards in flight
+  // cost memory, and let a rank go on with other micro-batches while a long sequence's
+  // backwards come back (its chunks' backwards wait for all its forwards).
+  int extra_warmup = 0;
 };
 
 // Per rank, its operations in order. Fails when the shape is out of range or the schedule does

@@ -31,6 +31,9 @@ namespace loom {
 
 struct SimulatorOptions {
   bool overlap_ring_messages = true;
+  // Compute seconds of every rank's actions measured on a real run (ExecutorOptions::
+  // action_cpu_s), used instead of the cost model's; null: the cost model.
+  const std::vector<std::vector<double>>* measured_compute_s = nullptr;
 };
 
 struct ActionTime {

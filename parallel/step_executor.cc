@@ -1,5 +1,7 @@
 #include "parallel/step_executor.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -148,6 +150,13 @@ class MicroBatchAttention : public AttentionFn {
   absl::Status status_;
 };
 
+// CPU time of the calling thread: excludes time spent blocked on peers or preempted.
+double ThreadCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 // Appends the tokens of `range` (sequence i of the packed batch) to `out`, as document `doc`.
 void AppendRange(const PackedBatch& batch, const TokenRange& range, int32_t doc,
                  TokenBatch& out) {
@@ -261,7 +270,9 @@ class RankExecutor {
   absl::Status Run(StepOutcome& outcome) {
     const std::vector<Action>& actions = plan_.ranks[static_cast<size_t>(comm_.rank())].actions;
     std::vector<const Action*> rings;  // the RingExchange actions of the next Forward
+    if (options_.action_cpu_s != nullptr) options_.action_cpu_s->clear();
     for (const Action& a : actions) {
+      const double cpu0 = options_.action_cpu_s != nullptr ? ThreadCpuSeconds() : 0.0;
       absl::Status s;
       switch (a.kind) {
         case ActionKind::kRingExchange:
@@ -285,6 +296,9 @@ class RankExecutor {
         case ActionKind::kGradSync:
           s = FinishSends();
           break;
+      }
+      if (options_.action_cpu_s != nullptr) {
+        options_.action_cpu_s->push_back(ThreadCpuSeconds() - cpu0);
       }
       if (!s.ok()) {
         const std::string stage =
