@@ -62,8 +62,27 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
     std::set<SlotStage> seen_forwards;
     std::set<SlotStage> recomputes;  // micro-batches whose activations were made again
     std::map<SlotStage, size_t> deferred;  // backwards whose weight gradients are still to come
+    std::optional<size_t> exchange;  // the first of the RingExchange actions waiting for a forward
     for (size_t i = 0; i < actions.size(); ++i) {
       const Action& a = actions[i];
+      // A micro-batch's rings are the RingExchange actions right before its Forward.
+      if (a.kind == ActionKind::kRingExchange) {
+        if (exchange.has_value() && KeyOf(actions[*exchange]) != KeyOf(a)) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: the ring exchange at action %d is for another micro-batch, and the forward it "
+              "waits for never comes",
+              Where(rank, i, a), *exchange));
+        }
+        if (!exchange.has_value()) exchange = i;
+      } else if (exchange.has_value()) {
+        if (a.kind != ActionKind::kForward || KeyOf(a) != KeyOf(actions[*exchange])) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: a ring exchange (action %d) must be followed by the forward of its micro-batch "
+              "and stage",
+              Where(rank, *exchange, actions[*exchange]), *exchange));
+        }
+        exchange.reset();
+      }
       if (a.kind != ActionKind::kGradSync) {
         if (a.stage < 0 || a.stage >= stages) {
           return absl::InvalidArgumentError(absl::StrFormat(

@@ -374,7 +374,8 @@ class RankExecutor {
       f.input = std::make_unique<Buffer>(elements, model_.allocator());
       std::memcpy(f.input->data(), x.data(), elements * sizeof(float));
     }
-    if (f.batch.size() > 0) {
+    // A ring member without tokens still runs its layers: they relay the other members' blocks.
+    if (f.batch.size() > 0 || f.attention->has_rings()) {
       model_.set_attention(f.attention.get());
       f.acts = model_.LayersForward(f.layers.first_layer, f.layers.last_layer, f.batch, x.data(),
                                     External(f));
@@ -435,7 +436,7 @@ class RankExecutor {
         return WithContext(s, absl::StrFormat("receiving the gradient from rank %d", a.next_rank));
       }
     }
-    if (f.batch.size() > 0) {
+    if (f.batch.size() > 0 || f.attention->has_rings()) {
       if (f.acts == nullptr) {
         return absl::InvalidArgumentError("its activations were dropped and not recomputed");
       }
