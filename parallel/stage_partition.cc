@@ -18,26 +18,34 @@ absl::StatusOr<std::vector<StageSpec>> PartitionLayers(const CostModel& cost, in
   auto stage_cost = [&](int first, int last) {
     return cost.StageSeconds(reference, StageSpec{first, last}, /*head=*/last == n);
   };
-  // best[s][l]: the smallest costliest stage when layers [0, l) form stages [0, s); cut[s][l]: where
-  // the last of them starts. Exact dynamic programming: n and stages are small.
+  // Two exact dynamic programmes over (stages so far, layers so far); n and stages are small.
+  // First the smallest costliest stage; then, among splits within it, the one whose stage costs
+  // are the most even (smallest sum of squares), so that memory and spare time spread evenly.
   constexpr double kInf = std::numeric_limits<double>::infinity();
-  std::vector<std::vector<double>> best(static_cast<size_t>(stages) + 1,
-                                        std::vector<double>(static_cast<size_t>(n) + 1, kInf));
-  std::vector<std::vector<int>> cut(best.size(), std::vector<int>(static_cast<size_t>(n) + 1, 0));
-  best[0][0] = 0.0;
-  for (int s = 1; s <= stages; ++s) {
-    for (int l = s; l <= n - (stages - s); ++l) {
-      // Latest start first, so that on ties the last stage is the smallest.
-      for (int f = l - 1; f >= s - 1; --f) {
-        const double worst = std::max(best[static_cast<size_t>(s - 1)][static_cast<size_t>(f)],
-                                      stage_cost(f, l));
-        if (worst < best[static_cast<size_t>(s)][static_cast<size_t>(l)]) {
-          best[static_cast<size_t>(s)][static_cast<size_t>(l)] = worst;
-          cut[static_cast<size_t>(s)][static_cast<size_t>(l)] = f;
+  using Table = std::vector<std::vector<double>>;
+  auto solve = [&](auto combine, Table& best, std::vector<std::vector<int>>& cut) {
+    best.assign(static_cast<size_t>(stages) + 1, std::vector<double>(static_cast<size_t>(n) + 1, kInf));
+    cut.assign(best.size(), std::vector<int>(static_cast<size_t>(n) + 1, 0));
+    best[0][0] = 0.0;
+    for (int s = 1; s <= stages; ++s) {
+      for (int l = s; l <= n - (stages - s); ++l) {
+        // Latest start first: on ties the later stages get fewer layers (the last has the head).
+        for (int f = l - 1; f >= s - 1; --f) {
+          const double prev = best[static_cast<size_t>(s - 1)][static_cast<size_t>(f)];
+          const double value = combine(prev, stage_cost(f, l));
+          if (value < best[static_cast<size_t>(s)][static_cast<size_t>(l)]) {
+            best[static_cast<size_t>(s)][static_cast<size_t>(l)] = value;
+            cut[static_cast<size_t>(s)][static_cast<size_t>(l)] = f;
+          }
         }
       }
     }
-  }
+  };
+  Table best;
+  std::vector<std::vector<int>> cut;
+  solve([](double prev, double c) { return std::max(prev, c); }, best, cut);
+  const double limit = best[static_cast<size_t>(stages)][static_cast<size_t>(n)] * (1.0 + 1e-12);
+  solve([&](double prev, double c) { return c <= limit ? prev + c * c : kInf; }, best, cut);
   std::vector<StageSpec> out(static_cast<size_t>(stages));
   int last = n;
   for (int s = stages; s >= 1; --s) {

@@ -18,8 +18,8 @@
 namespace loom {
 
 // `stages` ranges of at least one layer each, minimising the costliest stage under `cost` for a
-// document of `reference_tokens`; ties go to the split whose earlier stages are larger. Fails when
-// there are fewer layers than stages.
+// document of `reference_tokens`; among such splits, the one with the most even stage costs.
+// Fails when there are fewer layers than stages.
 absl::StatusOr<std::vector<StageSpec>> PartitionLayers(const CostModel& cost, int stages,
                                                        int64_t reference_tokens);
 

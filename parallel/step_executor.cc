@@ -273,30 +273,8 @@ class RankExecutor {
     if (options_.action_cpu_s != nullptr) options_.action_cpu_s->clear();
     for (const Action& a : actions) {
       const double cpu0 = options_.action_cpu_s != nullptr ? ThreadCpuSeconds() : 0.0;
-      absl::Status s;
-      switch (a.kind) {
-        case ActionKind::kRingExchange:
-          rings.push_back(&a);
-          break;
-        case ActionKind::kForward:
-          s = Forward(a, rings);
-          rings.clear();
-          outcome.rank_tokens += TokenCount(a.tokens);
-          ++outcome.micro_batches;
-          break;
-        case ActionKind::kRecompute:
-          s = Recompute(a);
-          break;
-        case ActionKind::kBackward:
-          s = Backward(a);
-          break;
-        case ActionKind::kWeightGrad:
-          s = WeightGrad(a);
-          break;
-        case ActionKind::kGradSync:
-          s = FinishSends();
-          break;
-      }
+      absl::Status s = ReleaseSentBuffers();
+      if (s.ok()) s = RunAction(a, rings, outcome);
       if (options_.action_cpu_s != nullptr) {
         options_.action_cpu_s->push_back(ThreadCpuSeconds() - cpu0);
       }
@@ -312,6 +290,31 @@ class RankExecutor {
   }
 
  private:
+  absl::Status RunAction(const Action& a, std::vector<const Action*>& rings,
+                         StepOutcome& outcome) {
+    switch (a.kind) {
+      case ActionKind::kRingExchange:
+        rings.push_back(&a);
+        return absl::OkStatus();
+      case ActionKind::kForward: {
+        absl::Status s = Forward(a, rings);
+        rings.clear();
+        outcome.rank_tokens += TokenCount(a.tokens);
+        ++outcome.micro_batches;
+        return s;
+      }
+      case ActionKind::kRecompute:
+        return Recompute(a);
+      case ActionKind::kBackward:
+        return Backward(a);
+      case ActionKind::kWeightGrad:
+        return WeightGrad(a);
+      case ActionKind::kGradSync:
+        return FinishSends();
+    }
+    return absl::InvalidArgumentError("unknown action kind");
+  }
+
   absl::Status Forward(const Action& a, const std::vector<const Action*>& rings) {
     const ModelConfig& c = model_.config();
     const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim()};
@@ -493,6 +496,22 @@ class RankExecutor {
       return WithContext(request.status(), absl::StrFormat("sending to rank %d", peer));
     }
     sends_.push_back({*std::move(request), std::move(data), peer});
+    return absl::OkStatus();
+  }
+
+  // Frees the buffers of stage messages that have arrived, so that memory holds only those still
+  // on their way, not every micro-batch's until the step ends.
+  absl::Status ReleaseSentBuffers() {
+    for (auto it = sends_.begin(); it != sends_.end();) {
+      if (!it->request->Test()) {
+        ++it;
+        continue;
+      }
+      if (absl::Status s = it->request->Wait(); !s.ok()) {
+        return WithContext(s, absl::StrFormat("the stage message to rank %d", it->peer));
+      }
+      it = sends_.erase(it);
+    }
     return absl::OkStatus();
   }
 
