@@ -85,6 +85,11 @@ std::vector<Section> Schema(ExperimentConfig& c) {
            {.key = "chunk_keep", .value = &c.parallel.chunk_keep, .constraint = kNonNegative},
            {.key = "chunk_size", .value = &c.parallel.chunk_size, .constraint = kNonNegative},
            {.key = "zero", .value = &c.parallel.zero, .constraint = kNonNegative},
+           {.key = "pp", .value = &c.parallel.pp, .constraint = kPositive},
+           {.key = "vpp", .value = &c.parallel.vpp, .constraint = kPositive},
+           {.key = "pipeline_schedule",
+            .value = &c.parallel.pipeline_schedule,
+            .choices = {"auto", "gpipe", "1f1b", "interleaved", "zb-h1"}},
            {.key = "cost_attention_s",
             .value = &c.parallel.cost_attention_s,
             .constraint = kNonNegative},
@@ -260,11 +265,43 @@ class ConfigReader {
       return Error(WhereSet({"parallel.zero", "parallel"}), "parallel.zero",
                    absl::StrFormat("must be 0 or 1 (ZeRO stage 1), got %d", p.zero));
     }
-    if (p.cp_size > 0 && p.world_size % p.cp_size != 0) {
+    if (p.world_size % p.pp != 0) {
+      return Error(WhereSet({"parallel.pp", "parallel.world_size", "parallel"}), "parallel.pp",
+                   absl::StrFormat("%d does not divide parallel.world_size (%d): the world is "
+                                   "pp x replicas",
+                                   p.pp, p.world_size));
+    }
+    const int replicas = p.world_size / p.pp;
+    if (p.cp_size > 0 && replicas % p.cp_size != 0) {
       return Error(WhereSet({"parallel.cp_size", "parallel.world_size", "parallel"}),
                    "parallel.cp_size",
-                   absl::StrFormat("%d does not divide parallel.world_size (%d)", p.cp_size,
-                                   p.world_size));
+                   p.pp == 1 ? absl::StrFormat("%d does not divide parallel.world_size (%d)",
+                                               p.cp_size, p.world_size)
+                             : absl::StrFormat("%d does not divide the %d pipeline replicas "
+                                               "(parallel.world_size %d / parallel.pp %d)",
+                                               p.cp_size, replicas, p.world_size, p.pp));
+    }
+    if (p.pp * p.vpp > config_.model.n_layers) {
+      return Error(WhereSet({"parallel.pp", "parallel.vpp", "parallel"}), "parallel.pp",
+                   absl::StrFormat("pp x vpp = %d stages but model.n_layers is %d: every stage "
+                                   "needs a layer",
+                                   p.pp * p.vpp, config_.model.n_layers));
+    }
+    if (p.vpp > 1 && p.pp == 1) {
+      return Error(WhereSet({"parallel.vpp", "parallel"}), "parallel.vpp",
+                   absl::StrFormat("%d model chunks per rank need a pipeline (parallel.pp >= 2)",
+                                   p.vpp));
+    }
+    const bool interleaved = p.pipeline_schedule == "interleaved";
+    if ((interleaved && p.vpp < 2) ||
+        (p.vpp > 1 && p.pipeline_schedule != "auto" && !interleaved)) {
+      return Error(WhereSet({"parallel.pipeline_schedule", "parallel.vpp", "parallel"}),
+                   "parallel.pipeline_schedule",
+                   interleaved ? std::string("interleaved needs parallel.vpp >= 2 (with one model "
+                                             "chunk per rank it is 1f1b)")
+                               : absl::StrFormat("%s runs one model chunk per rank; with "
+                                                 "parallel.vpp %d use interleaved or auto",
+                                                 p.pipeline_schedule, p.vpp));
     }
     return absl::OkStatus();
   }

@@ -43,6 +43,13 @@ struct ParallelConfig {
   int64_t chunk_size = 0;  // hdp: > 0 runs long sequences as chunks where cheaper than a ring
   int cp_size = 0;  // static: ranks per context-parallel group; 0 = the fewest that fit
   int zero = 0;     // 1: optimizer state sharded over the ranks (ZeRO stage 1)
+  // Pipelines: world_size = pp x (replicas); the planner above spreads each step over the
+  // replicas, and each replica runs its micro-batches through pp stages (vpp model chunks per
+  // rank) in the order `pipeline_schedule` gives: gpipe, 1f1b, interleaved (vpp >= 2), zb-h1, or
+  // auto (the shortest simulated step, chosen every step).
+  int pp = 1;
+  int vpp = 1;
+  std::string pipeline_schedule = "auto";
   // The planners' cost model T(s) = a*s^2 + b*s + c per layer (seconds); all 0 = derived from the
   // model's FLOPs at this machine's sgemm rate. `scripts/bench.sh calibrate` measures them.
   double cost_attention_s = 0.0;  // a

@@ -1,5 +1,7 @@
 #include "launch/parallel_setup.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #ifdef LOOM_HAVE_CUDA
@@ -41,6 +43,18 @@ absl::StatusOr<PlannerOptions> PlannerOptionsFromConfig(const ExperimentConfig& 
   }
   options.kind = *kind;
   options.world_size = p.world_size;
+  // The planner spreads each step over the pipeline replicas, each as one rank.
+  const int replicas = p.world_size / std::max(p.pp, 1);
+  options.pipeline.pp = p.pp;
+  options.pipeline.vpp = p.vpp;
+  if (p.pipeline_schedule != "auto") {
+    absl::StatusOr<PipelineScheduleKind> schedule = ParsePipelineScheduleKind(p.pipeline_schedule);
+    if (!schedule.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parallel.pipeline_schedule: ", schedule.status().message()));
+    }
+    options.pipeline.schedule = *schedule;
+  }
   if (p.chunk_size > 0 && options.kind != PlannerKind::kHdp) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "parallel.chunk_size is for parallel.planner hdp (chunkflow's chunk size is "
@@ -55,7 +69,7 @@ absl::StatusOr<PlannerOptions> PlannerOptionsFromConfig(const ExperimentConfig& 
       options.cp_size = p.cp_size;
     } else {
       absl::StatusOr<int> cp =
-          StaticCpSize(p.world_size, options.capacity_tokens, config.data.max_doc_tokens);
+          StaticCpSize(replicas, options.capacity_tokens, config.data.max_doc_tokens);
       if (!cp.ok()) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "parallel.capacity_tokens: %s (data.max_doc_tokens %d)", cp.status().message(),
@@ -69,11 +83,14 @@ absl::StatusOr<PlannerOptions> PlannerOptionsFromConfig(const ExperimentConfig& 
     return absl::InvalidArgumentError(absl::StrFormat(
         "parallel.chunk_size (%d) must not exceed parallel.capacity_tokens (%d)", p.chunk_size,
         options.capacity_tokens));
-  } else if (options.capacity_tokens * p.world_size < config.data.max_doc_tokens) {
+  } else if (options.capacity_tokens * replicas < config.data.max_doc_tokens &&
+             !(options.kind == PlannerKind::kHdp && p.chunk_size > 0)) {
+    // (With chunks, a sequence the world cannot ring runs as chunks.)
     return absl::InvalidArgumentError(absl::StrFormat(
-        "parallel.capacity_tokens: %d ranks x %d tokens cannot hold a sequence of "
+        "parallel.capacity_tokens: %d %s x %d tokens cannot hold a sequence of "
         "data.max_doc_tokens (%d)",
-        p.world_size, options.capacity_tokens, config.data.max_doc_tokens));
+        replicas, p.pp > 1 ? "pipeline replicas" : "ranks", options.capacity_tokens,
+        config.data.max_doc_tokens));
   }
   return options;
 }

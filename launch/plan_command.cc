@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -23,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "parallel/chrome_trace.h"
 #include "parallel/plan_json.h"
+#include "parallel/simulator.h"
 #include "parallel/plan_metrics.h"
 #include "parallel/plan_validator.h"
 #include "parallel/planner.h"
@@ -58,6 +60,7 @@ struct PlannedStep {
   PlanMetrics metrics;
   std::vector<int> ring_sizes;  // in ring id order
   double plan_ms = 0.0;
+  std::optional<SimResult> sim;  // pipelines: the simulated step, for its bubble
 };
 
 std::vector<int> RingSizes(const StepPlan& plan) {
@@ -94,7 +97,9 @@ std::string StepLine(const PlannedStep& s, const std::string& planner) {
   int mb_min = m.ranks.front().micro_batches, mb_max = mb_min;
   int64_t tok_min = m.ranks.front().tokens, tok_max = tok_min;
   int64_t bytes_max = 0;
+  int64_t tok_sum = 0;  // a pipeline computes each token once per stage
   for (const RankLoad& r : m.ranks) {
+    tok_sum += r.tokens;
     mb_min = std::min(mb_min, r.micro_batches);
     mb_max = std::max(mb_max, r.micro_batches);
     tok_min = std::min(tok_min, r.tokens);
@@ -105,14 +110,20 @@ std::string StepLine(const PlannedStep& s, const std::string& planner) {
   if (m.rings > 0) {
     absl::StrAppend(&rings, " (sizes ", DescribeRingSizes(s.ring_sizes), ")");
   }
+  const std::string pipeline =
+      s.sim.has_value()
+          ? absl::StrFormat(", %d stages under %s, simulated step %.3f ms with bubble %.3f",
+                            s.plan.num_stages(), s.plan.schedule, 1e3 * s.sim->step_s,
+                            s.sim->bubble_fraction())
+          : "";
   return absl::StrFormat(
       "step %d: %s, %d sequences, %d tokens, balance %.4f (rank cost max %.3f ms, mean %.3f ms), "
       "micro-batches/rank %d..%d, tokens/rank min %d mean %.0f max %d, %s, ring bytes/rank mean "
-      "%s max %s, planned in %.2f ms",
+      "%s max %s%s, planned in %.2f ms",
       s.step, planner, s.plan.sequences.size(), s.tokens, m.balance(), 1e3 * m.max_compute_s,
       1e3 * m.mean_compute_s, mb_min, mb_max, tok_min,
-      static_cast<double>(s.tokens) / static_cast<double>(m.ranks.size()), tok_max, rings,
-      Bytes(m.mean_ring_bytes_sent), Bytes(static_cast<double>(bytes_max)), s.plan_ms);
+      static_cast<double>(tok_sum) / static_cast<double>(m.ranks.size()), tok_max, rings,
+      Bytes(m.mean_ring_bytes_sent), Bytes(static_cast<double>(bytes_max)), pipeline, s.plan_ms);
 }
 
 std::string StepPath(const std::string& dir, int64_t step, const char* suffix) {
@@ -276,6 +287,11 @@ int PlanCommand(const std::vector<std::string>& args) {
     }
     s.metrics = MeasurePlan(s.plan, cost);
     s.ring_sizes = RingSizes(s.plan);
+    if (!s.plan.stages.empty()) {
+      absl::StatusOr<SimResult> sim = SimulateStep(s.plan, cost);
+      if (!sim.ok()) return Fail(1, sim.status().message());
+      s.sim = *std::move(sim);
+    }
     std::printf("%s\n", StepLine(s, planner).c_str());
     steps.push_back(std::move(s));
   }

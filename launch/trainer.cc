@@ -19,6 +19,7 @@
 #include "parallel/context_parallel_attention.h"
 #include "parallel/plan_metrics.h"
 #include "parallel/plan_validator.h"
+#include "parallel/simulator.h"
 #include "parallel/step_executor.h"
 #include "runtime/run_ranks.h"
 #include "src/atomic_file.h"
@@ -237,11 +238,16 @@ absl::Status Trainer::Run(const std::atomic<bool>* stop) {
     progress.emplace(step_, total);
     progress->Message(absl::StrFormat(
         "training %d parameters on %d documents (%d tokens), %d rank%s (%s backend, %s "
-        "planner, C = %d tokens%s), %d thread%s per rank, steps %d..%d",
+        "planner, C = %d tokens%s%s), %d thread%s per rank, steps %d..%d",
         model_->num_params(), train_->num_documents(), train_->num_tokens(), comm_.size(),
         comm_.size() == 1 ? "" : "s", c.runtime.backend, PlannerKindName(planner_.kind),
-        planner_.capacity_tokens, sharded_ ? ", ZeRO-1" : "", threads_, threads_ == 1 ? "" : "s",
-        step_ + 1, total));
+        planner_.capacity_tokens, sharded_ ? ", ZeRO-1" : "",
+        c.parallel.pp > 1
+            ? absl::StrFormat(", pipeline of %d stages x %d replicas, vpp %d, schedule %s",
+                              c.parallel.pp, comm_.size() / c.parallel.pp, c.parallel.vpp,
+                              c.parallel.pipeline_schedule)
+            : "",
+        threads_, threads_ == 1 ? "" : "s", step_ + 1, total));
   }
   PackedBatch packed;
   bool checkpoint_is_current = true;
@@ -324,6 +330,13 @@ absl::Status Trainer::Run(const std::atomic<bool>* stop) {
                                {"largest_ring", m.largest_ring},
                                {"chunks", m.chunks},
                                {"ring_bytes_per_rank", m.mean_ring_bytes_sent}};
+      if (!plan->stages.empty()) {
+        // The schedule this step ran, and its bubble as the planner's cost model sees it.
+        record["schedule"] = plan->schedule;
+        if (absl::StatusOr<SimResult> sim = SimulateStep(*plan, cost_); sim.ok()) {
+          record["bubble"] = sim->bubble_fraction();
+        }
+      }
       if (skipped) {
         // JSON has no NaN or infinity: nlohmann writes them as null.
         record["skipped"] = true;

@@ -91,11 +91,10 @@ double CostModel::StageSeconds(const std::vector<TokenRange>& tokens, const Stag
 }
 
 double CostModel::StageWeightGradSeconds(const std::vector<TokenRange>& tokens,
-                                         const StageSpec& stage, bool head) const {
+                                         const StageSpec& stage) const {
   const double layers = stage.last_layer - stage.first_layer;
   const double layer_linear_s = linear_s - head_s / std::max(n_layers, 1);
-  const double per_token = layers * layer_linear_s + (head ? head_s : 0.0);
-  return per_token * static_cast<double>(TokenCount(tokens)) / 3.0;
+  return layers * layer_linear_s * static_cast<double>(TokenCount(tokens)) / 3.0;
 }
 
 double CostModel::ComputeSeconds(const StepPlan& plan, const Action& a) const {
@@ -109,9 +108,9 @@ double CostModel::ComputeSeconds(const StepPlan& plan, const Action& a) const {
       return total * (1.0 - backward_fraction);
     case ActionKind::kBackward:
       return total * backward_fraction -
-             (a.defer_weight_grads ? StageWeightGradSeconds(a.tokens, stage, head) : 0.0);
+             (a.defer_weight_grads ? StageWeightGradSeconds(a.tokens, stage) : 0.0);
     case ActionKind::kWeightGrad:
-      return StageWeightGradSeconds(a.tokens, stage, head);
+      return StageWeightGradSeconds(a.tokens, stage);
     default:
       return 0.0;
   }

@@ -98,10 +98,11 @@ struct CostModel {
   // pipeline's last stage). Over all stages of a model this sums to MicroBatchSeconds.
   double StageSeconds(const std::vector<TokenRange>& tokens, const StageSpec& stage,
                       bool head) const;
-  // The part of StageSeconds that is the linear layers' weight gradients: a third of their time
-  // (forward, input gradient and weight gradient are one matrix product each).
-  double StageWeightGradSeconds(const std::vector<TokenRange>& tokens, const StageSpec& stage,
-                                bool head) const;
+  // The part of StageSeconds that is the layers' linear weight gradients: a third of their time
+  // (forward, input gradient and weight gradient are one matrix product each). The head's weight
+  // gradient is not in it: the last stage makes it with the loss.
+  double StageWeightGradSeconds(const std::vector<TokenRange>& tokens,
+                                const StageSpec& stage) const;
   // Compute seconds of one action of `plan`: a Forward or Recompute is the forward share of its
   // stage's time, a Backward the rest (less the weight gradients when it defers them), a
   // WeightGrad those; 0 for the others, which only communicate.

@@ -14,7 +14,8 @@ namespace loom {
 
 absl::StatusOr<StepPlan> PlanHdpWithChunks(const std::vector<SequenceSpec>& sequences,
                                            const HybridOptions& options, const CostModel& cost) {
-  if (absl::Status s = CheckHdpBatch(sequences, options.hdp, &cost); !s.ok()) return s;
+  // The options here; the sequences once it is known which of them ring.
+  if (absl::Status s = CheckHdpBatch({}, options.hdp); !s.ok()) return s;
   const int64_t capacity = options.hdp.capacity_tokens;
   if (options.chunk_size < 1 || options.chunk_size > capacity) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -38,11 +39,13 @@ absl::StatusOr<StepPlan> PlanHdpWithChunks(const std::vector<SequenceSpec>& sequ
   absl::StatusOr<std::vector<ChunkUnit>> units =
       MakeChunkUnits(longer, options.chunk_size, options.keep, cost);
   if (!units.ok()) return units.status();
-  // Every sequence here is longer than a chunk, so each unit is one sequence's chunks.
+  // Every sequence here is longer than a chunk, so each unit is one sequence's chunks. One longer
+  // than the whole world holds cannot ring and runs as chunks whatever it costs.
+  const int64_t world_tokens = static_cast<int64_t>(world) * capacity;
   std::vector<ChunkUnit> chunked;
   std::vector<int64_t> chunked_ids;
   for (ChunkUnit& u : *units) {
-    if (u.seconds > mean_load) continue;
+    if (u.seconds > mean_load && u.chunked_length <= world_tokens) continue;
     chunked_ids.push_back(u.chunks.front().tokens.front().sequence_id);
     chunked.push_back(std::move(u));
   }
@@ -59,6 +62,7 @@ absl::StatusOr<StepPlan> PlanHdpWithChunks(const std::vector<SequenceSpec>& sequ
     sync.kind = ActionKind::kGradSync;
     for (RankPlan& r : plan.ranks) r.actions.push_back(sync);
   } else {
+    if (absl::Status s = CheckHdpBatch(rest, options.hdp, &cost); !s.ok()) return s;
     absl::StatusOr<StepPlan> hdp = PlanBalancedHdp(rest, options.hdp, cost);
     if (!hdp.ok()) return hdp.status();
     plan = *std::move(hdp);

@@ -5,7 +5,8 @@
 // them to one meeting point; chunks cost no messages and keep memory to the chunk size, but put
 // the whole sequence's compute on one rank. So a sequence is chunked when its chunked cost
 // (recompute included) fits under the mean rank load of the step, where the greedy placement can
-// still balance it, and ringed otherwise.
+// still balance it, and ringed otherwise. A sequence longer than the world's capacity (world_size
+// x C) cannot ring and always runs as chunks.
 //
 // The rest of the batch (short sequences and ringed ones) is planned by the balance scheduler;
 // the chunked sequences then go, costliest first, to the least-loaded ranks, after their HDP

@@ -180,7 +180,9 @@ StepPlan BuildStepPlan(std::string planner, const std::vector<SequenceSpec>& seq
       const Local* const slot_end =
           std::find_if(l, local_end, [slot](const Local& x) { return x.slot != slot; });
       tokens += static_cast<size_t>(slot_end - l);
-      if (tokens == 0) {
+      // A ring member whose shares are all empty (sequences shorter than the ring) still runs
+      // the micro-batch: its K/V blocks are empty, but it passes the others' along the ring.
+      if (tokens == 0 && first_exchange == actions.size()) {
         l = slot_end;
         continue;
       }

@@ -103,6 +103,15 @@ std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank, const
     m.working_bytes = 0;
     if (computes) {
       m.working_bytes = tokens * cost.working_bytes_per_token + (head ? cost.LogitBytes(tokens) : 0);
+      // The stage message this action sends (its output, or its input's gradient) stays until
+      // the neighbour has received it, at least to the action's end.
+      const bool sends = (a.kind == ActionKind::kForward && a.next_rank >= 0) ||
+                         (a.kind == ActionKind::kBackward && a.prev_rank >= 0);
+      if (sends) m.working_bytes += tokens * cost.stage_message_bytes_per_token;
+    }
+    // A deferring backward makes its weight gradients' inputs as it goes.
+    if (a.kind == ActionKind::kBackward && a.defer_weight_grads) {
+      m.deferred_bytes += on_stage(tokens, cost.deferred_bytes_per_token, a.stage);
     }
     const int64_t activation_bytes = on_stage(tokens, cost.activation_bytes_per_token, a.stage);
     if (a.kind == ActionKind::kForward) {
@@ -147,9 +156,6 @@ std::vector<RankMemory> RankMemoryTimeline(const StepPlan& plan, int rank, const
         m.activation_bytes += o->second;
         offloaded.erase(o);
       }
-    }
-    if (a.kind == ActionKind::kBackward && a.defer_weight_grads) {
-      m.deferred_bytes += on_stage(tokens, cost.deferred_bytes_per_token, a.stage);
     }
     if (a.kind == ActionKind::kWeightGrad) {
       m.deferred_bytes -= on_stage(tokens, cost.deferred_bytes_per_token, a.stage);

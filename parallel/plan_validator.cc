@@ -18,9 +18,17 @@ namespace loom {
 namespace {
 
 std::string Where(int rank, size_t index, const Action& a) {
+  if (a.stage != 0 || a.prev_rank >= 0 || a.next_rank >= 0) {
+    return absl::StrFormat("rank %d action %d (%s, micro-batch %d, stage %d)", rank, index,
+                           ActionKindName(a.kind), a.micro_batch, a.stage);
+  }
   return absl::StrFormat("rank %d action %d (%s, micro-batch %d)", rank, index,
                          ActionKindName(a.kind), a.micro_batch);
 }
+
+// A micro-batch on one stage: what Forward, Recompute, Backward and WeightGrad pair up by.
+using SlotStage = std::pair<int, int>;
+SlotStage KeyOf(const Action& a) { return {a.micro_batch, a.stage}; }
 
 std::string Members(const std::vector<int>& ring) {
   return "[" + absl::StrJoin(ring, " ") + "]";
@@ -47,13 +55,52 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
   }
   const int world = plan.world_size();
   const int64_t targets = TotalTargets(plan.sequences);
+  const int stages = plan.num_stages();
   for (int rank = 0; rank < world; ++rank) {
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
-    std::map<int, size_t> open_forwards;  // micro-batch -> index of its Forward
-    std::set<int> seen_forwards;
-    std::set<int> recomputes;  // micro-batches whose activations were made again
+    std::map<SlotStage, size_t> open_forwards;  // micro-batch and stage -> index of its Forward
+    std::set<SlotStage> seen_forwards;
+    std::set<SlotStage> recomputes;  // micro-batches whose activations were made again
+    std::map<SlotStage, size_t> deferred;  // backwards whose weight gradients are still to come
+    std::optional<size_t> exchange;  // the first of the RingExchange actions waiting for a forward
     for (size_t i = 0; i < actions.size(); ++i) {
       const Action& a = actions[i];
+      // A micro-batch's rings are the RingExchange actions right before its Forward.
+      if (a.kind == ActionKind::kRingExchange) {
+        if (exchange.has_value() && KeyOf(actions[*exchange]) != KeyOf(a)) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: the ring exchange at action %d is for another micro-batch, and the forward it "
+              "waits for never comes",
+              Where(rank, i, a), *exchange));
+        }
+        if (!exchange.has_value()) exchange = i;
+      } else if (exchange.has_value()) {
+        if (a.kind != ActionKind::kForward || KeyOf(a) != KeyOf(actions[*exchange])) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: a ring exchange (action %d) must be followed by the forward of its micro-batch "
+              "and stage",
+              Where(rank, *exchange, actions[*exchange]), *exchange));
+        }
+        exchange.reset();
+      }
+      if (a.kind != ActionKind::kGradSync) {
+        if (a.stage < 0 || a.stage >= stages) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: stage %d is not one of the plan's %d stages", Where(rank, i, a), a.stage,
+              stages));
+        }
+        const bool passes = a.kind == ActionKind::kForward || a.kind == ActionKind::kBackward ||
+                            a.kind == ActionKind::kRecompute || a.kind == ActionKind::kWeightGrad;
+        const bool want_prev = passes && a.stage > 0;
+        const bool want_next = passes && a.stage + 1 < stages;
+        if ((a.prev_rank >= 0) != want_prev || (a.next_rank >= 0) != want_next ||
+            a.prev_rank >= world || a.next_rank >= world) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: previous rank %d and next rank %d do not fit stage %d of %d (a rank of the "
+              "world of %d where there is a neighbouring stage, -1 where there is none)",
+              Where(rank, i, a), a.prev_rank, a.next_rank, a.stage, stages, world));
+        }
+      }
       std::vector<TokenRange> ranges = a.tokens;
       ranges.insert(ranges.end(), a.context.begin(), a.context.end());
       for (const TokenRange& r : ranges) {
@@ -71,34 +118,36 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
       }
       switch (a.kind) {
         case ActionKind::kForward:
-          if (!seen_forwards.insert(a.micro_batch).second) {
+          if (!seen_forwards.insert(KeyOf(a)).second) {
             return absl::InvalidArgumentError(
                 absl::StrFormat("%s: a second forward for this micro-batch", Where(rank, i, a)));
           }
-          open_forwards[a.micro_batch] = i;
+          open_forwards[KeyOf(a)] = i;
           break;
         case ActionKind::kBackward:
         case ActionKind::kRecompute: {
-          auto it = open_forwards.find(a.micro_batch);
+          auto it = open_forwards.find(KeyOf(a));
           if (it == open_forwards.end()) {
             return absl::InvalidArgumentError(absl::StrFormat(
                 "%s: %s without an earlier forward", Where(rank, i, a), ActionKindName(a.kind)));
           }
           const Action& forward = actions[it->second];
-          if (forward.tokens != a.tokens || forward.context != a.context) {
+          if (forward.tokens != a.tokens || forward.context != a.context ||
+              forward.prev_rank != a.prev_rank || forward.next_rank != a.next_rank) {
             return absl::InvalidArgumentError(absl::StrFormat(
-                "%s: tokens or context differ from those of its forward (action %d)",
+                "%s: tokens, context or neighbouring ranks differ from those of its forward "
+                "(action %d)",
                 Where(rank, i, a), it->second));
           }
           // Dropped activations come back by exactly one Recompute, kept ones need none.
-          const bool recomputed = recomputes.contains(a.micro_batch);
+          const bool recomputed = recomputes.contains(KeyOf(a));
           if (a.kind == ActionKind::kRecompute) {
             if (forward.keep_activations || recomputed) {
               return absl::InvalidArgumentError(absl::StrFormat(
                   "%s: recomputes activations that are %s", Where(rank, i, a),
                   recomputed ? "already recomputed" : "kept by its forward"));
             }
-            recomputes.insert(a.micro_batch);
+            recomputes.insert(KeyOf(a));
             break;
           }
           if (!forward.keep_activations && !recomputed) {
@@ -106,7 +155,20 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
                 "%s: its forward dropped the activations and no recompute made them again",
                 Where(rank, i, a)));
           }
+          if (a.defer_weight_grads) deferred[KeyOf(a)] = i;
           open_forwards.erase(it);
+          break;
+        }
+        case ActionKind::kWeightGrad: {
+          auto it = deferred.find(KeyOf(a));
+          if (it == deferred.end() || actions[it->second].tokens != a.tokens ||
+              actions[it->second].context != a.context) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "%s: a weight gradient needs an earlier backward of the same micro-batch, stage "
+                "and tokens that defers it",
+                Where(rank, i, a)));
+          }
+          deferred.erase(it);
           break;
         }
         case ActionKind::kRingExchange: {
@@ -130,9 +192,6 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
           }
           break;
         }
-        case ActionKind::kWeightGrad:
-          return absl::InvalidArgumentError(
-              absl::StrFormat("%s: pipeline plans are being added", Where(rank, i, a)));
         case ActionKind::kGradSync:
           if (i + 1 != actions.size()) {
             return absl::InvalidArgumentError(
@@ -157,6 +216,12 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
       const size_t i = open_forwards.begin()->second;
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: forward without a backward", Where(rank, i, actions[i])));
+    }
+    if (!deferred.empty()) {
+      const size_t i = deferred.begin()->second;
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: defers its weight gradients but no weight_grad action follows",
+          Where(rank, i, actions[i])));
     }
     if (actions.empty() || actions.back().kind != ActionKind::kGradSync) {
       return absl::InvalidArgumentError(
@@ -199,10 +264,12 @@ absl::Status CheckRings(const StepPlan& plan, std::map<int, RingRecord>* rings) 
             "%s: ring %d sends %d bytes per step but %s expects %d", Where(rank, i, a), a.ring_id,
             a.bytes_per_step, other, first.bytes_per_step));
       }
-      if (a.micro_batch != first.micro_batch) {
+      if (a.micro_batch != first.micro_batch || a.stage != first.stage) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: ring %d meets in micro-batch %d here but in micro-batch %d at %s",
-            Where(rank, i, a), a.ring_id, a.micro_batch, first.micro_batch, other));
+            "%s: ring %d meets in micro-batch %d stage %d here but in micro-batch %d stage %d at "
+            "%s",
+            Where(rank, i, a), a.ring_id, a.micro_batch, a.stage, first.micro_batch, first.stage,
+            other));
       }
     }
   }
@@ -221,63 +288,194 @@ absl::Status CheckRings(const StepPlan& plan, std::map<int, RingRecord>* rings) 
   return absl::OkStatus();
 }
 
-// Replays the plan: a rank runs its actions in order and stops at a ring until every member has
-// arrived. Each action is visited once, so the replay is linear in the plan's size.
+// Pipeline stages: contiguous, non-empty layer ranges covering the model.
+absl::Status CheckStages(const StepPlan& plan, const CostModel& cost) {
+  int next = 0;
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const StageSpec& st = plan.stages[s];
+    if (st.first_layer != next || st.last_layer <= st.first_layer) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "stage %d holds layers [%d, %d); stages must be non-empty and follow each other from "
+          "layer 0 (the previous one ends at %d)",
+          s, st.first_layer, st.last_layer, next));
+    }
+    next = st.last_layer;
+  }
+  if (!plan.stages.empty() && next != cost.n_layers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the stages end at layer %d but the model has %d layers", next, cost.n_layers));
+  }
+  return absl::OkStatus();
+}
+
+// Every pipeline Forward that sends has a Forward of the next stage, on the rank it names, that
+// receives from it with the same tokens, and the other way round. (Backwards have their forwards'
+// neighbours, CheckShape makes sure, so their messages match too.)
+absl::Status CheckStageMessages(const StepPlan& plan) {
+  std::map<std::tuple<int, int, int>, size_t> forwards;  // (rank, slot, stage) -> action index
+  for (int rank = 0; rank < plan.world_size(); ++rank) {
+    const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      if (actions[i].kind == ActionKind::kForward) {
+        forwards[{rank, actions[i].micro_batch, actions[i].stage}] = i;
+      }
+    }
+  }
+  for (const auto& [key, i] : forwards) {
+    const auto [rank, slot, stage] = key;
+    const Action& a = plan.ranks[static_cast<size_t>(rank)].actions[i];
+    for (const int step : {+1, -1}) {
+      const int peer = step > 0 ? a.next_rank : a.prev_rank;
+      if (peer < 0) continue;
+      auto it = forwards.find({peer, slot, stage + step});
+      const Action* other =
+          it == forwards.end() ? nullptr : &plan.ranks[static_cast<size_t>(peer)].actions[it->second];
+      if (other == nullptr || (step > 0 ? other->prev_rank : other->next_rank) != rank ||
+          other->tokens != a.tokens) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: %s stage %d on rank %d, but rank %d has no forward of micro-batch %d stage %d "
+            "%s rank %d with the same tokens",
+            Where(rank, i, a), step > 0 ? "sends its activations to" : "receives its input from",
+            stage + step, peer, peer, slot, stage + step, step > 0 ? "receiving from" : "sending to",
+            rank));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Replays the plan without times: a rank runs its actions in order; a pipeline Forward waits for
+// its input from the previous stage's Forward and a Backward for its gradient from the next
+// stage's Backward (sends never wait); a RingExchange waits until every member of the ring has
+// reached it, and the Backward of a micro-batch with rings until every member has reached its own
+// Backward of them. Each action is visited a bounded number of times, so the replay is linear in
+// the plan's size. When ranks remain stuck, the "waits for" edges lead to the cycle, which the
+// error names.
 absl::Status CheckDeadlock(const StepPlan& plan) {
   const int world = plan.world_size();
-  std::vector<size_t> next(static_cast<size_t>(world), 0);
-  std::map<int, size_t> arrived;
-  std::vector<int> runnable;
-  for (int r = world - 1; r >= 0; --r) runnable.push_back(r);
-  while (!runnable.empty()) {
-    const int rank = runnable.back();
-    runnable.pop_back();
+  struct RankState {
+    size_t pc = 0;
+    bool arrived = false;      // counted at the meeting of the action at pc
+    std::vector<int> pending;  // ring ids of the next Forward
+    std::map<SlotStage, std::vector<int>> rings_of;  // ring ids each forwarded micro-batch met
+  };
+  std::vector<RankState> state(static_cast<size_t>(world));
+  std::set<std::tuple<int, int, int, int, int>> sent;  // from, to, slot, receiver's stage, pass
+  std::map<std::pair<int, int>, size_t> arrivals;     // (ring id, pass) -> members arrived
+  std::map<int, const std::vector<int>*> members;     // ring id -> members
+  std::vector<int> work;
+  for (int r = world - 1; r >= 0; --r) work.push_back(r);
+  // What the rank at pc waits for: a peer whose message or arrival is missing, or -1 (it can go).
+  auto blocker = [&](int rank) -> int {
+    const RankState& st = state[static_cast<size_t>(rank)];
+    const Action& a = plan.ranks[static_cast<size_t>(rank)].actions[st.pc];
+    const bool forward = a.kind == ActionKind::kForward;
+    const bool backward = a.kind == ActionKind::kBackward;
+    const int from = forward ? a.prev_rank : backward ? a.next_rank : -1;
+    if (from >= 0 && !sent.contains({from, rank, a.micro_batch, a.stage, backward ? 1 : 0})) {
+      return from;
+    }
+    std::vector<int> rings;
+    if (a.kind == ActionKind::kRingExchange) rings = {a.ring_id};
+    if (backward) {
+      auto it = st.rings_of.find(KeyOf(a));
+      if (it != st.rings_of.end()) rings = it->second;
+    }
+    const int pass = backward ? 1 : 0;
+    for (const int id : rings) {
+      const std::vector<int>& ring = *members.at(id);
+      if (arrivals[{id, pass}] == ring.size()) continue;
+      for (const int m : ring) {
+        const RankState& other = state[static_cast<size_t>(m)];
+        const std::vector<Action>& theirs = plan.ranks[static_cast<size_t>(m)].actions;
+        const bool there = other.pc < theirs.size() && other.arrived &&
+                           theirs[other.pc].kind == a.kind &&
+                           KeyOf(theirs[other.pc]) == KeyOf(a) &&
+                           (a.kind != ActionKind::kRingExchange || theirs[other.pc].ring_id == id);
+        if (!there) return m;
+      }
+    }
+    return -1;
+  };
+  for (int rank = 0; rank < world; ++rank) {
+    for (const Action& a : plan.ranks[static_cast<size_t>(rank)].actions) {
+      if (a.kind == ActionKind::kRingExchange) members[a.ring_id] = &a.ring;
+    }
+  }
+  while (!work.empty()) {
+    const int rank = work.back();
+    work.pop_back();
+    RankState& st = state[static_cast<size_t>(rank)];
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
-    size_t& pc = next[static_cast<size_t>(rank)];
-    while (pc < actions.size() && actions[pc].kind != ActionKind::kRingExchange) ++pc;
-    if (pc == actions.size()) continue;
-    const Action& a = actions[pc];
-    if (++arrived[a.ring_id] < a.ring.size()) continue;
-    // The meeting is complete: every member moves past it.
-    for (const int m : a.ring) {
-      ++next[static_cast<size_t>(m)];
-      runnable.push_back(m);
+    while (st.pc < actions.size()) {
+      const Action& a = actions[st.pc];
+      const bool backward = a.kind == ActionKind::kBackward;
+      // Arrive at this action's meetings once.
+      if (!st.arrived) {
+        st.arrived = true;
+        std::vector<int> rings;
+        if (a.kind == ActionKind::kRingExchange) rings = {a.ring_id};
+        if (backward) {
+          auto it = st.rings_of.find(KeyOf(a));
+          if (it != st.rings_of.end()) rings = it->second;
+        }
+        for (const int id : rings) {
+          const int pass = backward ? 1 : 0;
+          if (++arrivals[{id, pass}] == members.at(id)->size()) {
+            for (const int m : *members.at(id)) work.push_back(m);
+          }
+        }
+      }
+      if (blocker(rank) >= 0) break;
+      if (a.kind == ActionKind::kRingExchange) st.pending.push_back(a.ring_id);
+      if (a.kind == ActionKind::kForward) {
+        if (!st.pending.empty()) st.rings_of[KeyOf(a)] = std::move(st.pending);
+        st.pending.clear();
+      }
+      const int to = a.kind == ActionKind::kForward ? a.next_rank : backward ? a.prev_rank : -1;
+      if (to >= 0) {
+        sent.insert({rank, to, a.micro_batch, backward ? a.stage - 1 : a.stage + 1,
+                     backward ? 1 : 0});
+        work.push_back(to);
+      }
+      st.arrived = false;
+      ++st.pc;
     }
   }
   for (int rank = 0; rank < world; ++rank) {
-    if (next[static_cast<size_t>(rank)] == plan.ranks[static_cast<size_t>(rank)].actions.size()) {
+    if (state[static_cast<size_t>(rank)].pc == plan.ranks[static_cast<size_t>(rank)].actions.size()) {
       continue;
     }
-    // Follow "waits for" edges (a rank waits for a ring member that is elsewhere) to a cycle.
+    // Follow "waits for" edges to a cycle.
     std::vector<int> path;
     std::map<int, size_t> on_path;
     int r = rank;
-    while (!on_path.contains(r)) {
+    while (r >= 0 && !on_path.contains(r)) {
       on_path[r] = path.size();
       path.push_back(r);
-      const Action& a = plan.ranks[static_cast<size_t>(r)].actions[next[static_cast<size_t>(r)]];
-      int blocker = r;
-      for (const int m : a.ring) {
-        const Action& theirs =
-            plan.ranks[static_cast<size_t>(m)].actions[next[static_cast<size_t>(m)]];
-        if (theirs.kind != ActionKind::kRingExchange || theirs.ring_id != a.ring_id) {
-          blocker = m;
-          break;
-        }
-      }
-      r = blocker;
+      const RankState& st = state[static_cast<size_t>(r)];
+      r = st.pc < plan.ranks[static_cast<size_t>(r)].actions.size() ? blocker(r) : -1;
+    }
+    if (r < 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "deadlock: rank %d waits for rank %d, which has finished its actions", path.back(),
+          path.size() > 1 ? path[path.size() - 2] : rank));
     }
     std::vector<std::string> steps;
     for (size_t k = on_path[r]; k < path.size(); ++k) {
       const int w = path[k];
-      const size_t pc = next[static_cast<size_t>(w)];
+      const size_t pc = state[static_cast<size_t>(w)].pc;
       const Action& a = plan.ranks[static_cast<size_t>(w)].actions[pc];
-      steps.push_back(absl::StrFormat("%s waits in ring %d (members %s) for rank %d",
-                                      Where(w, pc, a), a.ring_id, Members(a.ring),
-                                      path[(k + 1) < path.size() ? k + 1 : on_path[r]]));
+      const int next = path[(k + 1) < path.size() ? k + 1 : on_path[r]];
+      if (a.kind == ActionKind::kRingExchange) {
+        steps.push_back(absl::StrFormat("%s waits in ring %d (members %s) for rank %d",
+                                        Where(w, pc, a), a.ring_id, Members(a.ring), next));
+      } else {
+        steps.push_back(absl::StrFormat("%s waits for rank %d", Where(w, pc, a), next));
+      }
     }
     return absl::FailedPreconditionError(
-        "deadlock: ranks meet their rings in conflicting orders: " + absl::StrJoin(steps, "; "));
+        "deadlock: ranks wait for each other in a cycle: " + absl::StrJoin(steps, "; "));
   }
   return absl::OkStatus();
 }
@@ -290,12 +488,13 @@ struct Piece {
   size_t action;
 };
 
-absl::Status CheckCoverage(const StepPlan& plan, const SequenceIndex& index, ActionKind kind) {
+absl::Status CheckCoverage(const StepPlan& plan, const SequenceIndex& index, ActionKind kind,
+                           int stage) {
   std::vector<Piece> pieces;
   for (int rank = 0; rank < plan.world_size(); ++rank) {
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
     for (size_t i = 0; i < actions.size(); ++i) {
-      if (actions[i].kind != kind) continue;
+      if (actions[i].kind != kind || actions[i].stage != stage) continue;
       for (const TokenRange& r : actions[i].tokens) {
         pieces.push_back({index.at(r.sequence_id), r.begin, r.end, rank, i});
       }
@@ -304,7 +503,9 @@ absl::Status CheckCoverage(const StepPlan& plan, const SequenceIndex& index, Act
   std::sort(pieces.begin(), pieces.end(), [](const Piece& x, const Piece& y) {
     return std::tie(x.sequence, x.begin) < std::tie(y.sequence, y.begin);
   });
-  const char* pass = ActionKindName(kind);
+  const std::string pass = plan.stages.empty()
+                               ? std::string(ActionKindName(kind))
+                               : absl::StrFormat("%s of stage %d", ActionKindName(kind), stage);
   size_t p = 0;
   for (size_t s = 0; s < plan.sequences.size(); ++s) {
     const SequenceSpec& seq = plan.sequences[s];
@@ -337,19 +538,21 @@ absl::Status CheckCoverage(const StepPlan& plan, const SequenceIndex& index, Act
 // A sequence held by more than one rank needs its K/V to reach every holder: all of its pieces must
 // travel one ring.
 absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& index) {
-  std::unordered_map<int64_t, int> carrier;  // sequence id -> ring id
-  std::set<std::tuple<int, int, int64_t, int64_t, int64_t>> carried;  // rank, mb, seq, begin, end
+  // Every stage has rings of its own: (sequence id, stage) -> ring id.
+  std::map<std::pair<int64_t, int>, int> carrier;
+  // rank, micro-batch, stage, sequence, begin, end
+  std::set<std::tuple<int, int, int, int64_t, int64_t, int64_t>> carried;
   for (int rank = 0; rank < plan.world_size(); ++rank) {
     for (const Action& a : plan.ranks[static_cast<size_t>(rank)].actions) {
       if (a.kind != ActionKind::kRingExchange) continue;
       for (const TokenRange& r : a.tokens) {
-        auto [it, fresh] = carrier.emplace(r.sequence_id, a.ring_id);
+        auto [it, fresh] = carrier.emplace(std::make_pair(r.sequence_id, a.stage), a.ring_id);
         if (!fresh && it->second != a.ring_id) {
           return absl::InvalidArgumentError(absl::StrFormat(
               "sequence %d travels two rings (%d and %d); its pieces must share one ring",
               r.sequence_id, it->second, a.ring_id));
         }
-        carried.emplace(rank, a.micro_batch, r.sequence_id, r.begin, r.end);
+        carried.emplace(rank, a.micro_batch, a.stage, r.sequence_id, r.begin, r.end);
       }
     }
   }
@@ -357,95 +560,100 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
   // earlier token of its sequence, computed by its earlier chunks, forward in order with the
   // earlier tokens as context, and runs the backwards in reverse order, so that each chunk's
   // K/V gradient is complete (every later chunk's backward has added to it) before its own.
+  // Each stage of a pipeline holds its own K/V state, so the rules hold per stage.
   for (int rank = 0; rank < plan.world_size(); ++rank) {
-    const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
-    // The micro-batch's one chunk, if any, checked against its context.
-    auto chunk_of = [&](size_t i) -> absl::StatusOr<std::optional<TokenRange>> {
-      const Action& a = actions[i];
-      std::vector<TokenRange> chunks;
-      for (const TokenRange& r : a.tokens) {
-        const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
-        if (r.size() == length) continue;
-        if (carried.contains({rank, a.micro_batch, r.sequence_id, r.begin, r.end})) continue;
-        chunks.push_back(r);
-      }
-      if (chunks.empty()) {
-        if (!a.context.empty()) {
-          return absl::InvalidArgumentError(
-              absl::StrFormat("%s: has a context but no chunk", Where(rank, i, a)));
+    for (int stage = 0; stage < plan.num_stages(); ++stage) {
+      const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+      // The micro-batch's one chunk, if any, checked against its context.
+      auto chunk_of = [&](size_t i) -> absl::StatusOr<std::optional<TokenRange>> {
+        const Action& a = actions[i];
+        std::vector<TokenRange> chunks;
+        for (const TokenRange& r : a.tokens) {
+          const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
+          if (r.size() == length) continue;
+          if (carried.contains({rank, a.micro_batch, a.stage, r.sequence_id, r.begin, r.end})) {
+            continue;
+          }
+          chunks.push_back(r);
         }
-        return std::nullopt;
+        if (chunks.empty()) {
+          if (!a.context.empty()) {
+            return absl::InvalidArgumentError(
+                absl::StrFormat("%s: has a context but no chunk", Where(rank, i, a)));
+          }
+          return std::nullopt;
+        }
+        const TokenRange& r = chunks.front();
+        const std::vector<TokenRange> want =
+            r.begin == 0 ? std::vector<TokenRange>{} : std::vector<TokenRange>{{r.sequence_id, 0, r.begin}};
+        if (chunks.size() > 1 || a.context != want) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: computes %s of %d outside any ring, so it must be the micro-batch's one chunk "
+              "with the sequence's earlier tokens [0, %d) as its context",
+              Where(rank, i, a), Range(r), plan.sequences[index.at(r.sequence_id)].length,
+              r.begin));
+        }
+        return r;
+      };
+      std::unordered_map<int64_t, int64_t> forwarded;    // sequence id -> forwarded up to token
+      std::unordered_map<int64_t, size_t> first, last;   // sequence id -> first, last chunk forward
+      std::unordered_map<int64_t, TokenRange> first_range;
+      for (size_t i = 0; i < actions.size(); ++i) {
+        if (actions[i].kind != ActionKind::kForward || actions[i].stage != stage) continue;
+        absl::StatusOr<std::optional<TokenRange>> chunk = chunk_of(i);
+        if (!chunk.ok()) return chunk.status();
+        if (!chunk->has_value()) continue;
+        const TokenRange& r = **chunk;
+        int64_t& done = forwarded[r.sequence_id];
+        if (r.begin != done) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: computes %s of %d outside any ring, but this rank's earlier chunks of it end at "
+              "token %d",
+              Where(rank, i, actions[i]), Range(r), plan.sequences[index.at(r.sequence_id)].length,
+              done));
+        }
+        if (r.begin == 0) {
+          first[r.sequence_id] = i;
+          first_range[r.sequence_id] = r;
+        }
+        last[r.sequence_id] = i;
+        done = r.end;
       }
-      const TokenRange& r = chunks.front();
-      const std::vector<TokenRange> want =
-          r.begin == 0 ? std::vector<TokenRange>{} : std::vector<TokenRange>{{r.sequence_id, 0, r.begin}};
-      if (chunks.size() > 1 || a.context != want) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: computes %s of %d outside any ring, so it must be the micro-batch's one chunk "
-            "with the sequence's earlier tokens [0, %d) as its context",
-            Where(rank, i, a), Range(r), plan.sequences[index.at(r.sequence_id)].length,
-            r.begin));
+      for (const auto& [sequence, done] : forwarded) {
+        const int64_t length = plan.sequences[index.at(sequence)].length;
+        if (done != length) {
+          const size_t i = first.at(sequence);
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: computes %s of %d outside any ring, and this rank never computes the rest of it "
+              "as chunks (done up to token %d)",
+              Where(rank, i, actions[i]), Range(first_range.at(sequence)), length, done));
+        }
       }
-      return r;
-    };
-    std::unordered_map<int64_t, int64_t> forwarded;    // sequence id -> forwarded up to token
-    std::unordered_map<int64_t, size_t> first, last;   // sequence id -> first, last chunk forward
-    std::unordered_map<int64_t, TokenRange> first_range;
-    for (size_t i = 0; i < actions.size(); ++i) {
-      if (actions[i].kind != ActionKind::kForward) continue;
-      absl::StatusOr<std::optional<TokenRange>> chunk = chunk_of(i);
-      if (!chunk.ok()) return chunk.status();
-      if (!chunk->has_value()) continue;
-      const TokenRange& r = **chunk;
-      int64_t& done = forwarded[r.sequence_id];
-      if (r.begin != done) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: computes %s of %d outside any ring, but this rank's earlier chunks of it end at "
-            "token %d",
-            Where(rank, i, actions[i]), Range(r), plan.sequences[index.at(r.sequence_id)].length,
-            done));
+      std::unordered_map<int64_t, int64_t> backward;  // sequence id -> backwards done down to token
+      for (size_t i = 0; i < actions.size(); ++i) {
+        if (actions[i].kind != ActionKind::kBackward || actions[i].stage != stage) continue;
+        absl::StatusOr<std::optional<TokenRange>> chunk = chunk_of(i);
+        if (!chunk.ok()) return chunk.status();
+        if (!chunk->has_value()) continue;
+        const TokenRange& r = **chunk;
+        const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
+        if (i < last.at(r.sequence_id)) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: the backward of chunk %s of %d comes before this rank has run every chunk of the "
+              "sequence forward",
+              Where(rank, i, actions[i]), Range(r), length));
+        }
+        auto [it, fresh] = backward.try_emplace(r.sequence_id, length);
+        if (r.end != it->second) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: the backward of chunk %s of %d must wait for the later chunks' backwards (done "
+              "down to token %d)",
+              Where(rank, i, actions[i]), Range(r), length, it->second));
+        }
+        it->second = r.begin;
       }
-      if (r.begin == 0) {
-        first[r.sequence_id] = i;
-        first_range[r.sequence_id] = r;
-      }
-      last[r.sequence_id] = i;
-      done = r.end;
     }
-    for (const auto& [sequence, done] : forwarded) {
-      const int64_t length = plan.sequences[index.at(sequence)].length;
-      if (done != length) {
-        const size_t i = first.at(sequence);
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: computes %s of %d outside any ring, and this rank never computes the rest of it "
-            "as chunks (done up to token %d)",
-            Where(rank, i, actions[i]), Range(first_range.at(sequence)), length, done));
-      }
     }
-    std::unordered_map<int64_t, int64_t> backward;  // sequence id -> backwards done down to token
-    for (size_t i = 0; i < actions.size(); ++i) {
-      if (actions[i].kind != ActionKind::kBackward) continue;
-      absl::StatusOr<std::optional<TokenRange>> chunk = chunk_of(i);
-      if (!chunk.ok()) return chunk.status();
-      if (!chunk->has_value()) continue;
-      const TokenRange& r = **chunk;
-      const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
-      if (i < last.at(r.sequence_id)) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: the backward of chunk %s of %d comes before this rank has run every chunk of the "
-            "sequence forward",
-            Where(rank, i, actions[i]), Range(r), length));
-      }
-      auto [it, fresh] = backward.try_emplace(r.sequence_id, length);
-      if (r.end != it->second) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: the backward of chunk %s of %d must wait for the later chunks' backwards (done "
-            "down to token %d)",
-            Where(rank, i, actions[i]), Range(r), length, it->second));
-      }
-      it->second = r.begin;
-    }
-  }
   return absl::OkStatus();
 }
 
@@ -474,12 +682,17 @@ absl::Status CheckMemory(const StepPlan& plan, const CostModel& cost) {
 
 absl::Status ValidatePlan(const StepPlan& plan, const CostModel& cost) {
   SequenceIndex index;
+  if (absl::Status s = CheckStages(plan, cost); !s.ok()) return s;
   if (absl::Status s = CheckShape(plan, &index); !s.ok()) return s;
   std::map<int, RingRecord> rings;
   if (absl::Status s = CheckRings(plan, &rings); !s.ok()) return s;
+  if (absl::Status s = CheckStageMessages(plan); !s.ok()) return s;
   if (absl::Status s = CheckDeadlock(plan); !s.ok()) return s;
-  if (absl::Status s = CheckCoverage(plan, index, ActionKind::kForward); !s.ok()) return s;
-  if (absl::Status s = CheckCoverage(plan, index, ActionKind::kBackward); !s.ok()) return s;
+  for (int stage = 0; stage < plan.num_stages(); ++stage) {
+    for (const ActionKind kind : {ActionKind::kForward, ActionKind::kBackward}) {
+      if (absl::Status s = CheckCoverage(plan, index, kind, stage); !s.ok()) return s;
+    }
+  }
   if (absl::Status s = CheckSplitSequences(plan, index); !s.ok()) return s;
   return CheckMemory(plan, cost);
 }

@@ -48,8 +48,35 @@ absl::StatusOr<int> StaticCpSize(int world_size, int64_t capacity_tokens, int64_
       longest, world_size, capacity_tokens));
 }
 
+namespace {
+
+absl::StatusOr<StepPlan> PlanDataParallel(const std::vector<SequenceSpec>& sequences,
+                                          const PlannerOptions& options, const CostModel& cost);
+
+}  // namespace
+
 absl::StatusOr<StepPlan> PlanStep(const std::vector<SequenceSpec>& sequences,
                                   const PlannerOptions& options, const CostModel& cost) {
+  const PipelineOptions& pipe = options.pipeline;
+  if (pipe.pp == 1 && pipe.vpp == 1) return PlanDataParallel(sequences, options, cost);
+  if (pipe.pp < 2 || pipe.vpp < 1 || options.world_size % pipe.pp != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a pipeline needs pp >= 2 dividing the world size and vpp >= 1; got pp %d, vpp %d, "
+        "world %d",
+        pipe.pp, pipe.vpp, options.world_size));
+  }
+  PlannerOptions replicas = options;
+  replicas.world_size = options.world_size / pipe.pp;
+  replicas.pipeline = PipelineOptions{};
+  absl::StatusOr<StepPlan> base = PlanDataParallel(sequences, replicas, cost);
+  if (!base.ok()) return base.status();
+  return PlanPipeline(*base, pipe, cost);
+}
+
+namespace {
+
+absl::StatusOr<StepPlan> PlanDataParallel(const std::vector<SequenceSpec>& sequences,
+                                          const PlannerOptions& options, const CostModel& cost) {
   for (size_t i = 0; i < sequences.size(); ++i) {
     if (sequences[i].id != static_cast<int64_t>(i)) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -84,5 +111,7 @@ absl::StatusOr<StepPlan> PlanStep(const std::vector<SequenceSpec>& sequences,
   }
   return absl::InvalidArgumentError("unknown planner kind");
 }
+
+}  // namespace
 
 }  // namespace loom

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "parallel/cost_model.h"
+#include "parallel/pipeline_planner.h"
 #include "parallel/step_plan.h"
 
 namespace loom {
@@ -34,6 +35,9 @@ struct PlannerOptions {
                                 // (0 = all)
   int64_t chunk_size = 0;       // hdp only: > 0 lets long sequences run as chunks of this size
                                 // where that is cheaper than a ring (hybrid_planner.h)
+  // Pipelines (pipeline_planner.h): world_size = pipeline.pp x D; the planner above plans for the
+  // D replicas, each as one rank. pp = 1: no pipeline.
+  PipelineOptions pipeline = {};
 };
 
 // The static mesh's context-parallel size for sequences of up to `longest` tokens: the fewest
@@ -42,7 +46,7 @@ struct PlannerOptions {
 absl::StatusOr<int> StaticCpSize(int world_size, int64_t capacity_tokens, int64_t longest);
 
 // The plan of one global batch. Sequence ids must be 0..n-1 in batch order (the executor finds a
-// sequence's tokens by its id).
+// sequence's tokens by its id). With a pipeline, cp_size is per replica (it divides D).
 absl::StatusOr<StepPlan> PlanStep(const std::vector<SequenceSpec>& sequences,
                                   const PlannerOptions& options, const CostModel& cost);
 

@@ -110,6 +110,8 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
     out.strategies.push_back(std::move(r));
   }
 
+  SimulatorOptions simulator = setup.simulator;
+  simulator.track_memory = true;  // the peak memory per GPU comes from the simulated timeline
   double tokens_sum = 0.0, sequences_sum = 0.0;
   std::vector<double> ideal;
   for (int step = 1; step <= setup.steps; ++step) {
@@ -142,7 +144,7 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
                                                    result.spec.Label(), v.message()));
       }
       const auto t2 = std::chrono::steady_clock::now();
-      absl::StatusOr<SimResult> sim = SimulateStep(*plan, cost, setup.simulator);
+      absl::StatusOr<SimResult> sim = SimulateStep(*plan, cost, simulator);
       if (!sim.ok()) {
         return absl::InternalError(absl::StrFormat("step %d: simulating the %s plan: %s", step,
                                                    result.spec.Label(), sim.status().message()));

@@ -252,7 +252,9 @@ class Simulation {
         }
       }
       t.start_s = ready;
-      t.compute_s = cost_.ComputeSeconds(plan_, a);
+      t.compute_s = options_.measured_compute_s != nullptr
+                        ? (*options_.measured_compute_s)[static_cast<size_t>(r)][s.pc]
+                        : cost_.ComputeSeconds(plan_, a);
       t.end_s = ready + t.compute_s + ExposedRingSeconds(a, *rings, pass) +
                 ExposedOffloadSeconds(s, a, t.compute_s);
       const int to = forward ? a.next_rank : backward ? a.prev_rank : -1;
@@ -333,6 +335,16 @@ double SimResult::bubble_fraction() const {
 absl::StatusOr<SimResult> SimulateStep(const StepPlan& plan, const CostModel& cost,
                                        const SimulatorOptions& options) {
   if (plan.ranks.empty()) return absl::InvalidArgumentError("the plan has no ranks");
+  if (const auto* measured = options.measured_compute_s; measured != nullptr) {
+    bool fits = measured->size() == plan.ranks.size();
+    for (size_t r = 0; fits && r < plan.ranks.size(); ++r) {
+      fits = (*measured)[r].size() == plan.ranks[r].actions.size();
+    }
+    if (!fits) {
+      return absl::InvalidArgumentError(
+          "measured compute times need one entry per action of every rank of the plan");
+    }
+  }
   return Simulation(plan, cost, options).Run();
 }
 

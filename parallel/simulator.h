@@ -37,9 +37,13 @@ namespace loom {
 
 struct SimulatorOptions {
   bool overlap_ring_messages = true;
+  // Compute seconds of every rank's actions measured on a real run (ExecutorOptions::
+  // action_cpu_s), used instead of the cost model's; null: the cost model.
+  const std::vector<std::vector<double>>* measured_compute_s = nullptr;
   // Memory per rank over time: what RankMemoryTimeline says each action holds, from the
-  // action's start (the validator's prediction, laid on the simulated clock).
-  bool track_memory = true;
+  // action's start (the validator's prediction, laid on the simulated clock). Off by default:
+  // the pipeline planner's `auto` simulates a dozen candidates per step and needs only times.
+  bool track_memory = false;
 };
 
 // From `t_s` on (until the next point), a rank holds `bytes` on its GPU beyond the model states.

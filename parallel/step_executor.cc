@@ -1,5 +1,8 @@
 #include "parallel/step_executor.h"
 
+#include <time.h>
+
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -20,12 +23,15 @@ namespace {
 // chunk (as the plan's memory timeline counts it); memory comes from the model's allocator, so the
 // measured peak includes it.
 struct ContextStore {
-  std::vector<Buffer> k, v, dk, dv;  // per layer, [sequence length, n_kv_heads * D]
+  int first_layer = 0;               // the stage's layers, from this one
+  std::vector<Buffer> k, v, dk, dv;  // per layer of the stage, [sequence length, n_kv_heads * D]
   std::vector<int32_t> doc, pos;     // the spans of rows [0, length)
 
-  ContextStore(int64_t sequence, int64_t length, int layers, size_t kv_width, Allocator* alloc) {
+  ContextStore(int64_t sequence, int64_t length, const StageSpec& stage, size_t kv_width,
+               Allocator* alloc)
+      : first_layer(stage.first_layer) {
     const size_t n = static_cast<size_t>(length) * kv_width;
-    for (int l = 0; l < layers; ++l) {
+    for (int l = stage.first_layer; l < stage.last_layer; ++l) {
       k.emplace_back(n, alloc);
       v.emplace_back(n, alloc);
       dk.emplace_back(n, alloc);
@@ -102,8 +108,9 @@ class MicroBatchAttention : public AttentionFn {
     }
     if (store_ != nullptr) {
       const size_t n = KvRows(chunk_rows_), at = KvRows(static_cast<int>(chunk_first_));
-      const float* sk = store_->dk[static_cast<size_t>(layer)].data() + at;
-      const float* sv = store_->dv[static_cast<size_t>(layer)].data() + at;
+      const size_t l = static_cast<size_t>(layer - store_->first_layer);
+      const float* sk = store_->dk[l].data() + at;
+      const float* sv = store_->dv[l].data() + at;
       for (size_t i = 0; i < n; ++i) {
         dk[i] += sk[i];
         dv[i] += sv[i];
@@ -142,6 +149,13 @@ class MicroBatchAttention : public AttentionFn {
   const ContextStore* store_ = nullptr;
   absl::Status status_;
 };
+
+// CPU time of the calling thread: excludes time spent blocked on peers or preempted.
+double ThreadCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
 
 // Appends the tokens of `range` (sequence i of the packed batch) to `out`, as document `doc`.
 void AppendRange(const PackedBatch& batch, const TokenRange& range, int32_t doc,
@@ -215,59 +229,60 @@ absl::Status CheckPlanMatches(const Communicator& comm, const StepPlan& plan,
   return absl::OkStatus();
 }
 
-// A micro-batch between its Forward and its Backward.
+// A micro-batch on one stage between its Forward and its Backward (or its WeightGrad).
 struct InFlight {
   TokenBatch batch;
+  StageSpec layers;
   std::unique_ptr<MicroBatchAttention> attention;
   std::unique_ptr<StageActivations> acts;  // null while dropped (waiting for a Recompute)
-  std::unique_ptr<Buffer> dx;              // the loss gradient at the top of the layers
+  std::unique_ptr<Buffer> dx;              // the last stage: the loss gradient at the top
+  std::unique_ptr<Buffer> input;           // a later stage that dropped its activations: its input
+  std::unique_ptr<DeferredWeightGrads> deferred;  // between a deferring Backward and its WeightGrad
   std::vector<ExternalKv> external;        // a chunk's context, one per layer; else empty
   int64_t chunk_sequence = -1;             // the chunk's sequence, or -1
   TokenRange chunk;
+};
+
+// Pipeline messages between stages: activations forward, their gradients back. Tags sit above
+// every ring's, one per (slot, receiving stage, direction), so that messages never match the
+// wrong receive whatever order two ranks post them in.
+struct StageTags {
+  int base = 0;
+  int stages = 1;
+  int Tag(int slot, int receiver_stage, bool backward) const {
+    return base + 2 * (slot * stages + receiver_stage) + (backward ? 1 : 0);
+  }
 };
 
 // One rank's actions, run in order.
 class RankExecutor {
  public:
   RankExecutor(Communicator& comm, const StepPlan& plan, const PackedBatch& batch, Model& model,
-               float grad_scale, const ExecutorOptions& options)
+               float grad_scale, const ExecutorOptions& options, StageTags tags)
       : comm_(comm),
         plan_(plan),
         batch_(batch),
         model_(model),
         grad_scale_(grad_scale),
-        options_(options) {}
+        options_(options),
+        tags_(tags) {}
 
   absl::Status Run(StepOutcome& outcome) {
     const std::vector<Action>& actions = plan_.ranks[static_cast<size_t>(comm_.rank())].actions;
     std::vector<const Action*> rings;  // the RingExchange actions of the next Forward
+    if (options_.action_cpu_s != nullptr) options_.action_cpu_s->clear();
     for (const Action& a : actions) {
-      absl::Status s;
-      switch (a.kind) {
-        case ActionKind::kRingExchange:
-          rings.push_back(&a);
-          break;
-        case ActionKind::kForward:
-          s = Forward(a, rings);
-          rings.clear();
-          outcome.rank_tokens += TokenCount(a.tokens);
-          ++outcome.micro_batches;
-          break;
-        case ActionKind::kRecompute:
-          s = Recompute(a);
-          break;
-        case ActionKind::kBackward:
-          s = Backward(a);
-          break;
-        case ActionKind::kWeightGrad:
-          s = absl::InvalidArgumentError("pipeline plans are being added");
-          break;
-        case ActionKind::kGradSync:
-          break;
+      const double cpu0 = options_.action_cpu_s != nullptr ? ThreadCpuSeconds() : 0.0;
+      absl::Status s = ReleaseSentBuffers();
+      if (s.ok()) s = RunAction(a, rings, outcome);
+      if (options_.action_cpu_s != nullptr) {
+        options_.action_cpu_s->push_back(ThreadCpuSeconds() - cpu0);
       }
       if (!s.ok()) {
-        return WithContext(s, absl::StrFormat("%s of micro-batch %d", ActionKindName(a.kind),
-                                              a.micro_batch));
+        const std::string stage =
+            plan_.stages.empty() ? "" : absl::StrFormat(" stage %d", a.stage);
+        return WithContext(s, absl::StrFormat("%s of micro-batch %d%s", ActionKindName(a.kind),
+                                              a.micro_batch, stage));
       }
     }
     outcome.loss_sum = loss_;
@@ -275,6 +290,31 @@ class RankExecutor {
   }
 
  private:
+  absl::Status RunAction(const Action& a, std::vector<const Action*>& rings,
+                         StepOutcome& outcome) {
+    switch (a.kind) {
+      case ActionKind::kRingExchange:
+        rings.push_back(&a);
+        return absl::OkStatus();
+      case ActionKind::kForward: {
+        absl::Status s = Forward(a, rings);
+        rings.clear();
+        outcome.rank_tokens += TokenCount(a.tokens);
+        ++outcome.micro_batches;
+        return s;
+      }
+      case ActionKind::kRecompute:
+        return Recompute(a);
+      case ActionKind::kBackward:
+        return Backward(a);
+      case ActionKind::kWeightGrad:
+        return WeightGrad(a);
+      case ActionKind::kGradSync:
+        return FinishSends();
+    }
+    return absl::InvalidArgumentError("unknown action kind");
+  }
+
   absl::Status Forward(const Action& a, const std::vector<const Action*>& rings) {
     const ModelConfig& c = model_.config();
     const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim()};
@@ -324,32 +364,47 @@ class RankExecutor {
           "rings' messages)");
     }
     f.attention = std::make_unique<MicroBatchAttention>(shape, local_count, std::move(parts));
+    f.layers = StageOf(plan_, a.stage, c.n_layers);
     if (f.chunk_sequence >= 0) {
-      ContextStore& store = Store(f.chunk_sequence);
+      ContextStore& store = Store(f.chunk_sequence, a.stage);
       f.external = store.External(f.chunk.begin);
       f.attention->AddChunkGradients(static_cast<int>(f.chunk.size()), f.chunk.begin, &store);
     }
-    if (f.batch.size() == 0) {
-      in_flight_[a.micro_batch] = std::move(f);
-      return absl::OkStatus();
-    }
     const size_t elements = static_cast<size_t>(f.batch.size()) * c.d_model;
     Buffer x(elements, model_.allocator());
-    f.dx = std::make_unique<Buffer>(elements, model_.allocator());
-    model_.set_attention(f.attention.get());
-    model_.EmbedForward(f.batch, x.data());
-    f.acts = model_.LayersForward(0, c.n_layers, f.batch, x.data(), External(f));
-    model_.set_attention(nullptr);
-    if (!f.attention->status().ok()) return f.attention->status();
-    loss_ += model_.HeadForwardBackward(f.batch, x.data(), grad_scale_, f.dx->data());
-    if (f.chunk_sequence >= 0) KeepChunkKv(f);
+    if (absl::Status s = StageInput(a, f.batch, x); !s.ok()) return s;
+    if (!a.keep_activations && a.stage > 0) {
+      f.input = std::make_unique<Buffer>(elements, model_.allocator());
+      std::memcpy(f.input->data(), x.data(), elements * sizeof(float));
+    }
+    // A ring member without tokens still runs its layers: they relay the other members' blocks.
+    if (f.batch.size() > 0 || f.attention->has_rings()) {
+      model_.set_attention(f.attention.get());
+      f.acts = model_.LayersForward(f.layers.first_layer, f.layers.last_layer, f.batch, x.data(),
+                                    External(f));
+      model_.set_attention(nullptr);
+      if (!f.attention->status().ok()) return f.attention->status();
+    }
+    if (a.next_rank >= 0) {
+      if (absl::Status s = SendStage(std::make_unique<Buffer>(std::move(x)), a.next_rank,
+                                     tags_.Tag(a.micro_batch, a.stage + 1, false));
+          !s.ok()) {
+        return s;
+      }
+    } else {
+      f.dx = std::make_unique<Buffer>(elements, model_.allocator());
+      if (f.batch.size() > 0) {
+        loss_ += model_.HeadForwardBackward(f.batch, x.data(), grad_scale_, f.dx->data());
+      }
+    }
+    if (f.chunk_sequence >= 0 && f.acts != nullptr) KeepChunkKv(f, a.stage);
     if (!a.keep_activations) f.acts.reset();
-    in_flight_[a.micro_batch] = std::move(f);
+    in_flight_[{a.micro_batch, a.stage}] = std::move(f);
     return absl::OkStatus();
   }
 
   absl::Status Recompute(const Action& a) {
-    auto it = in_flight_.find(a.micro_batch);
+    auto it = in_flight_.find({a.micro_batch, a.stage});
     if (it == in_flight_.end() || it->second.acts != nullptr) {
       return absl::InvalidArgumentError("nothing to recompute");
     }
@@ -357,32 +412,119 @@ class RankExecutor {
     if (f.batch.size() == 0) return absl::OkStatus();
     const ModelConfig& c = model_.config();
     Buffer x(static_cast<size_t>(f.batch.size()) * c.d_model, model_.allocator());
+    if (f.input != nullptr) {
+      std::memcpy(x.data(), f.input->data(), x.bytes());
+      f.input.reset();
+    } else {
+      model_.EmbedForward(f.batch, x.data());
+    }
     model_.set_attention(f.attention.get());
-    model_.EmbedForward(f.batch, x.data());
-    f.acts = model_.LayersForward(0, c.n_layers, f.batch, x.data(), External(f));
+    f.acts = model_.LayersForward(f.layers.first_layer, f.layers.last_layer, f.batch, x.data(),
+                                  External(f));
     model_.set_attention(nullptr);
     return f.attention->status();
   }
 
   absl::Status Backward(const Action& a) {
-    auto it = in_flight_.find(a.micro_batch);
+    auto it = in_flight_.find({a.micro_batch, a.stage});
     if (it == in_flight_.end()) return absl::InvalidArgumentError("backward without a forward");
     InFlight& f = it->second;
-    if (f.batch.size() > 0) {
+    std::unique_ptr<Buffer> dx = std::move(f.dx);
+    if (a.next_rank >= 0) {
+      dx = std::make_unique<Buffer>(static_cast<size_t>(f.batch.size()) * model_.config().d_model,
+                                    model_.allocator());
+      if (absl::Status s = comm_.Recv(BufferView(dx->data(), dx->numel(), DataType::kFloat32),
+                                      a.next_rank, tags_.Tag(a.micro_batch, a.stage, true));
+          !s.ok()) {
+        return WithContext(s, absl::StrFormat("receiving the gradient from rank %d", a.next_rank));
+      }
+    }
+    if (f.batch.size() > 0 || f.attention->has_rings()) {
       if (f.acts == nullptr) {
         return absl::InvalidArgumentError("its activations were dropped and not recomputed");
       }
+      if (a.defer_weight_grads) f.deferred = std::make_unique<DeferredWeightGrads>();
       model_.set_attention(f.attention.get());
-      model_.LayersBackward(0, model_.config().n_layers, f.batch, *f.acts, f.dx->data(),
-                            External(f));
-      model_.EmbedBackward(f.batch, f.dx->data());
+      model_.LayersBackward(f.layers.first_layer, f.layers.last_layer, f.batch, *f.acts,
+                            dx->data(), External(f), f.deferred.get());
+      if (a.stage == 0) model_.EmbedBackward(f.batch, dx->data());
       model_.set_attention(nullptr);
     }
     const absl::Status status = f.attention->status();
+    if (!status.ok()) return status;
+    if (a.prev_rank >= 0) {
+      if (absl::Status s =
+              SendStage(std::move(dx), a.prev_rank, tags_.Tag(a.micro_batch, a.stage - 1, true));
+          !s.ok()) {
+        return s;
+      }
+    }
     // The first chunk's backward is the sequence's last: its K/V state is done with.
-    if (f.chunk_sequence >= 0 && f.chunk.begin == 0) stores_.erase(f.chunk_sequence);
+    if (f.chunk_sequence >= 0 && f.chunk.begin == 0) stores_.erase({f.chunk_sequence, a.stage});
+    if (!a.defer_weight_grads) in_flight_.erase(it);
+    return absl::OkStatus();
+  }
+
+  absl::Status WeightGrad(const Action& a) {
+    auto it = in_flight_.find({a.micro_batch, a.stage});
+    if (it == in_flight_.end() || (it->second.deferred == nullptr && it->second.batch.size() > 0)) {
+      return absl::InvalidArgumentError("weight gradients without a backward that deferred them");
+    }
+    InFlight& f = it->second;
+    if (f.batch.size() > 0) model_.ApplyWeightGrads(f.batch, *f.acts, *f.deferred);
     in_flight_.erase(it);
-    return status;
+    return absl::OkStatus();
+  }
+
+  // The stage's input: the embedded tokens on the first stage, else the previous stage's output.
+  absl::Status StageInput(const Action& a, const TokenBatch& batch, Buffer& x) {
+    if (a.prev_rank < 0) {
+      if (batch.size() > 0) model_.EmbedForward(batch, x.data());
+      return absl::OkStatus();
+    }
+    return WithContext(comm_.Recv(BufferView(x.data(), x.numel(), DataType::kFloat32),
+                                  a.prev_rank, tags_.Tag(a.micro_batch, a.stage, false)),
+                       absl::StrFormat("receiving the activations from rank %d", a.prev_rank));
+  }
+
+  // Posts a send of `data` that completes in the background (a send only completes once its
+  // receive is posted, and the receiving stage may be busy); FinishSends waits for all of them.
+  absl::Status SendStage(std::unique_ptr<Buffer> data, int peer, int tag) {
+    absl::StatusOr<std::unique_ptr<Request>> request =
+        comm_.ISend(ConstBufferView(data->data(), data->numel(), DataType::kFloat32), peer, tag);
+    if (!request.ok()) {
+      return WithContext(request.status(), absl::StrFormat("sending to rank %d", peer));
+    }
+    sends_.push_back({*std::move(request), std::move(data), peer});
+    return absl::OkStatus();
+  }
+
+  // Frees the buffers of stage messages that have arrived, so that memory holds only those still
+  // on their way, not every micro-batch's until the step ends.
+  absl::Status ReleaseSentBuffers() {
+    for (auto it = sends_.begin(); it != sends_.end();) {
+      if (!it->request->Test()) {
+        ++it;
+        continue;
+      }
+      if (absl::Status s = it->request->Wait(); !s.ok()) {
+        return WithContext(s, absl::StrFormat("the stage message to rank %d", it->peer));
+      }
+      it = sends_.erase(it);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status FinishSends() {
+    const absl::Time deadline = absl::Now() + comm_.timeout();
+    for (PendingSend& send : sends_) {
+      if (absl::Status s = send.request->WaitUntil(deadline); !s.ok()) {
+        return WithContext(s, absl::StrFormat("the stage message to rank %d was never received",
+                                              send.peer));
+      }
+    }
+    sends_.clear();
+    return absl::OkStatus();
   }
 
   int64_t SequenceLength(int64_t id) const {
@@ -393,30 +535,33 @@ class RankExecutor {
     return f.external.empty() ? nullptr : &f.external;
   }
 
-  ContextStore& Store(int64_t sequence) {
-    auto it = stores_.find(sequence);
+  // A chunked sequence's K/V state on one stage (each stage keeps its own layers').
+  ContextStore& Store(int64_t sequence, int stage) {
+    auto it = stores_.find({sequence, stage});
     if (it == stores_.end()) {
       const ModelConfig& c = model_.config();
       it = stores_
-               .emplace(sequence, std::make_unique<ContextStore>(
-                                      sequence, SequenceLength(sequence), c.n_layers,
-                                      static_cast<size_t>(c.kv_dim()), model_.allocator()))
+               .emplace(std::make_pair(sequence, stage),
+                        std::make_unique<ContextStore>(
+                            sequence, SequenceLength(sequence), StageOf(plan_, stage, c.n_layers),
+                            static_cast<size_t>(c.kv_dim()), model_.allocator()))
                .first;
     }
     return *it->second;
   }
 
   // The chunk's K/V (its leading rows) into its sequence's state, for the chunks after it.
-  void KeepChunkKv(const InFlight& f) {
+  void KeepChunkKv(const InFlight& f, int stage) {
     if (f.chunk.end == SequenceLength(f.chunk_sequence)) return;  // no later chunk reads it
-    ContextStore& store = Store(f.chunk_sequence);
+    ContextStore& store = Store(f.chunk_sequence, stage);
     const size_t width = static_cast<size_t>(model_.config().kv_dim());
     const size_t n = static_cast<size_t>(f.chunk.size()) * width;
     const size_t at = static_cast<size_t>(f.chunk.begin) * width;
-    for (int l = 0; l < model_.config().n_layers; ++l) {
+    for (int l = f.layers.first_layer; l < f.layers.last_layer; ++l) {
       const LayerActivations& la = f.acts->layer(l);
-      std::memcpy(store.k[static_cast<size_t>(l)].data() + at, la.k, n * sizeof(float));
-      std::memcpy(store.v[static_cast<size_t>(l)].data() + at, la.v, n * sizeof(float));
+      const size_t i = static_cast<size_t>(l - f.layers.first_layer);
+      std::memcpy(store.k[i].data() + at, la.k, n * sizeof(float));
+      std::memcpy(store.v[i].data() + at, la.v, n * sizeof(float));
     }
   }
 
@@ -454,9 +599,16 @@ class RankExecutor {
   Model& model_;
   float grad_scale_;
   const ExecutorOptions& options_;
+  StageTags tags_;
   double loss_ = 0.0;
-  std::map<int, InFlight> in_flight_;
-  std::map<int64_t, std::unique_ptr<ContextStore>> stores_;
+  std::map<std::pair<int, int>, InFlight> in_flight_;  // by (micro-batch, stage)
+  std::map<std::pair<int64_t, int>, std::unique_ptr<ContextStore>> stores_;  // (sequence, stage)
+  struct PendingSend {
+    std::unique_ptr<Request> request;
+    std::unique_ptr<Buffer> data;
+    int peer = 0;
+  };
+  std::vector<PendingSend> sends_;
 };
 
 }  // namespace
@@ -470,7 +622,23 @@ absl::StatusOr<StepOutcome> ExecuteStep(Communicator& comm, const StepPlan& plan
   outcome.targets = TotalTargets(plan.sequences);
   const float scale = outcome.targets > 0 ? 1.0f / static_cast<float>(outcome.targets) : 0.0f;
   model.ZeroGrads();
-  RankExecutor executor(comm, plan, batch, model, scale, options);
+  // Stage message tags start above every ring's.
+  int max_ring = -1;
+  int max_slot = 0;
+  for (const RankPlan& r : plan.ranks) {
+    for (const Action& a : r.actions) {
+      if (a.kind == ActionKind::kRingExchange) max_ring = std::max(max_ring, a.ring_id);
+      max_slot = std::max(max_slot, a.micro_batch);
+    }
+  }
+  const StageTags tags{options.tag_base + 2 * (max_ring + 1), plan.num_stages()};
+  if (static_cast<int64_t>(tags.base) + 2LL * (max_slot + 1) * tags.stages > comm.max_tag()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: the plan needs message tags up to %d, beyond the %s backend's %d", who,
+        static_cast<int64_t>(tags.base) + 2LL * (max_slot + 1) * tags.stages,
+        BackendName(comm.backend()), comm.max_tag()));
+  }
+  RankExecutor executor(comm, plan, batch, model, scale, options, tags);
   if (absl::Status s = executor.Run(outcome); !s.ok()) return WithContext(s, who);
   const double loss = outcome.loss_sum;
   outcome.loss_sum = 0.0;

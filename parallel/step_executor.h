@@ -17,6 +17,7 @@
 #define LOOM_PARALLEL_STEP_EXECUTOR_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "data/packed_batch.h"
@@ -31,6 +32,10 @@ struct ExecutorOptions {
   // optimizer reduce-scatters it).
   bool all_reduce_gradients = true;
   int tag_base = 100;
+  // When set, receives the thread CPU seconds of each of this rank's actions, in plan order: the
+  // compute of an action without the time it waited for peers (what a benchmark replays through
+  // the simulator to see a schedule's bubble under measured costs).
+  std::vector<double>* action_cpu_s = nullptr;
 };
 
 struct StepOutcome {

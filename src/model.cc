@@ -30,6 +30,16 @@ AttentionShape ShapeOf(const ModelConfig& c) {
 
 }  // namespace
 
+size_t DeferredWeightGrads::bytes() const {
+  size_t total = 0;
+  for (const Layer& l : layers_) {
+    for (const Buffer* b : {&l.d_q, &l.d_k, &l.d_v, &l.d_o, &l.d_gate, &l.d_up, &l.d_down}) {
+      total += b->bytes();
+    }
+  }
+  return total;
+}
+
 size_t StageActivations::bytes() const {
   size_t total = 0;
   for (const Buffer& b : buffers_) total += b.bytes();
@@ -178,15 +188,34 @@ void Model::LayerForward(int l, const TokenBatch& batch, const StageActivations&
 
 void Model::LayersBackward(int first, int last, const TokenBatch& batch,
                            const StageActivations& acts, float* dx,
-                           const std::vector<ExternalKv>* external) {
+                           const std::vector<ExternalKv>* external,
+                           DeferredWeightGrads* deferred) {
   for (int l = last - 1; l >= first; --l) {
     const ExternalKv* ext = external ? &(*external)[static_cast<size_t>(l - first)] : nullptr;
-    LayerBackward(l, batch, acts, acts.layer(l), dx, ext);
+    LayerBackward(l, batch, acts, acts.layer(l), dx, ext, deferred);
+  }
+}
+
+void Model::ApplyWeightGrads(const TokenBatch& batch, const StageActivations& acts,
+                             const DeferredWeightGrads& deferred) {
+  const ModelConfig& c = config_;
+  const int T = batch.size(), C = c.d_model, Q = c.q_dim(), KV = c.kv_dim(), F = c.ffn_dim;
+  for (const DeferredWeightGrads::Layer& d : deferred.layers_) {
+    const LayerParams& w = layout_.layer(d.layer);
+    const LayerActivations& a = acts.layer(d.layer);
+    LinearBackward(nullptr, g(w.down_proj), d.d_down.data(), a.h, p(w.down_proj), T, F, C);
+    LinearBackward(nullptr, g(w.gate_proj), d.d_gate.data(), a.ln2, p(w.gate_proj), T, C, F);
+    LinearBackward(nullptr, g(w.up_proj), d.d_up.data(), a.ln2, p(w.up_proj), T, C, F);
+    LinearBackward(nullptr, g(w.o_proj), d.d_o.data(), a.att, p(w.o_proj), T, Q, C);
+    LinearBackward(nullptr, g(w.q_proj), d.d_q.data(), a.ln1, p(w.q_proj), T, C, Q);
+    LinearBackward(nullptr, g(w.k_proj), d.d_k.data(), a.ln1, p(w.k_proj), T, C, KV);
+    LinearBackward(nullptr, g(w.v_proj), d.d_v.data(), a.ln1, p(w.v_proj), T, C, KV);
   }
 }
 
 void Model::LayerBackward(int l, const TokenBatch& batch, const StageActivations& acts,
-                          const LayerActivations& a, float* dx, const ExternalKv* external) {
+                          const LayerActivations& a, float* dx, const ExternalKv* external,
+                          DeferredWeightGrads* deferred) {
   const ModelConfig& c = config_;
   const LayerParams& w = layout_.layer(l);
   const size_t T = static_cast<size_t>(batch.size());
@@ -212,18 +241,36 @@ void Model::LayerBackward(int l, const TokenBatch& batch, const StageActivations
   cursor += T * KV;
   float* delta = cursor;
 
+  // Deferring: each linear layer's output gradient is kept (its scratch is reused below) and its
+  // weight gradient left out here.
+  DeferredWeightGrads::Layer* keep = nullptr;
+  if (deferred != nullptr) {
+    keep = &deferred->layers_.emplace_back();
+    keep->layer = l;
+  }
+  auto weight_grad = [&](size_t offset, Buffer* kept, const float* dout, size_t width) -> float* {
+    if (keep == nullptr) return g(offset);
+    *kept = Buffer(T * width, allocator_);
+    std::memcpy(kept->data(), dout, T * width * sizeof(float));
+    return nullptr;
+  };
+
   // MLP: x_out = x_mid + down(silu(gate) * up).
   float* dh = big;
   float* dgate = big + T * F;
   float* dup = big + 2 * T * F;
-  LinearBackward(dh, g(w.down_proj), dx, a.h, p(w.down_proj), Ti, F, C);
+  LinearBackward(dh, weight_grad(w.down_proj, keep ? &keep->d_down : nullptr, dx, C), dx, a.h,
+                 p(w.down_proj), Ti, F, C);
   SwiGluBackward(dgate, dup, dh, a.gate, a.up, static_cast<int64_t>(T) * F);
-  LinearBackward(dln, g(w.gate_proj), dgate, a.ln2, p(w.gate_proj), Ti, C, F);
-  LinearBackward(dln, g(w.up_proj), dup, a.ln2, p(w.up_proj), Ti, C, F);
+  LinearBackward(dln, weight_grad(w.gate_proj, keep ? &keep->d_gate : nullptr, dgate, F), dgate,
+                 a.ln2, p(w.gate_proj), Ti, C, F);
+  LinearBackward(dln, weight_grad(w.up_proj, keep ? &keep->d_up : nullptr, dup, F), dup, a.ln2,
+                 p(w.up_proj), Ti, C, F);
   RmsNormBackward(dx, g(w.post_norm), dln, a.x_mid, p(w.post_norm), a.rstd2, Ti, C);
 
   // Attention: x_mid = x_in + o_proj(attention(rope(q), rope(k), v)).
-  LinearBackward(datt, g(w.o_proj), dx, a.att, p(w.o_proj), Ti, Q, C);
+  LinearBackward(datt, weight_grad(w.o_proj, keep ? &keep->d_o : nullptr, dx, C), dx, a.att,
+                 p(w.o_proj), Ti, Q, C);
   AttentionBackwardDelta(delta, datt, a.att, Ti, shape);
   if (attention_ != nullptr) {
     attention_->Backward(l, dq_rot, dk_rot, dv, datt, a.q, a.k, a.v, a.lse, delta, spans);
@@ -251,9 +298,12 @@ void Model::LayerBackward(int l, const TokenBatch& batch, const StageActivations
   RopeBackward(dq, dq_rot, acts.rope(), Ti, c.n_heads, c.head_dim());
   RopeBackward(dk, dk_rot, acts.rope(), Ti, c.n_kv_heads, c.head_dim());
   Zero(dln, static_cast<int64_t>(T) * C);
-  LinearBackward(dln, g(w.q_proj), dq, a.ln1, p(w.q_proj), Ti, C, Q);
-  LinearBackward(dln, g(w.k_proj), dk, a.ln1, p(w.k_proj), Ti, C, KV);
-  LinearBackward(dln, g(w.v_proj), dv, a.ln1, p(w.v_proj), Ti, C, KV);
+  LinearBackward(dln, weight_grad(w.q_proj, keep ? &keep->d_q : nullptr, dq, Q), dq, a.ln1,
+                 p(w.q_proj), Ti, C, Q);
+  LinearBackward(dln, weight_grad(w.k_proj, keep ? &keep->d_k : nullptr, dk, KV), dk, a.ln1,
+                 p(w.k_proj), Ti, C, KV);
+  LinearBackward(dln, weight_grad(w.v_proj, keep ? &keep->d_v : nullptr, dv, KV), dv, a.ln1,
+                 p(w.v_proj), Ti, C, KV);
   RmsNormBackward(dx, g(w.input_norm), dln, a.x_in, p(w.input_norm), a.rstd1, Ti, C);
 }
 

@@ -57,6 +57,22 @@ class StageActivations {
   std::vector<LayerActivations> layers_;
 };
 
+// The weight gradients of a range of layers' linear layers, left for later by a backward (the W
+// of zero-bubble pipeline schedules): the gradients at each linear layer's output, per layer.
+// Their inputs are the stage's saved activations, which must outlive this until it is applied.
+class DeferredWeightGrads {
+ public:
+  size_t bytes() const;
+
+ private:
+  friend class Model;
+  struct Layer {
+    int layer = 0;
+    Buffer d_q, d_k, d_v, d_o, d_gate, d_up, d_down;  // [T, width of the layer's output]
+  };
+  std::vector<Layer> layers_;
+};
+
 // K/V of tokens computed elsewhere (earlier chunks of the same documents) that this batch's
 // queries also attend to, for one layer. k, v: [spans.n, n_kv_heads * D] after RoPE. The backward
 // accumulates their gradients into dk, dv when those are set.
@@ -121,9 +137,15 @@ class Model {
   std::unique_ptr<StageActivations> LayersForward(int first, int last, const TokenBatch& batch,
                                                   float* x,
                                                   const std::vector<ExternalKv>* external = nullptr);
-  // dx: gradient at the stage output in, at the stage input out.
+  // dx: gradient at the stage output in, at the stage input out. With `deferred`, the linear
+  // layers' weight gradients are not computed but kept there for ApplyWeightGrads (the norms'
+  // small weight gradients are still made here).
   void LayersBackward(int first, int last, const TokenBatch& batch, const StageActivations& acts,
-                      float* dx, const std::vector<ExternalKv>* external = nullptr);
+                      float* dx, const std::vector<ExternalKv>* external = nullptr,
+                      DeferredWeightGrads* deferred = nullptr);
+  // Accumulates the weight gradients a LayersBackward deferred, from the same activations.
+  void ApplyWeightGrads(const TokenBatch& batch, const StageActivations& acts,
+                        const DeferredWeightGrads& deferred);
   // Final norm, output head and loss on x[T, C]. Returns the sum of the token losses. When dx is
   // set, writes the gradient of (sum * grad_scale) with respect to x into it and accumulates the
   // head's parameter gradients.
@@ -134,7 +156,8 @@ class Model {
   void LayerForward(int l, const TokenBatch& batch, const StageActivations& acts,
                     const LayerActivations& a, float* x, const ExternalKv* external);
   void LayerBackward(int l, const TokenBatch& batch, const StageActivations& acts,
-                     const LayerActivations& a, float* dx, const ExternalKv* external);
+                     const LayerActivations& a, float* dx, const ExternalKv* external,
+                     DeferredWeightGrads* deferred);
   const float* p(size_t offset) const { return params_.data() + offset; }
   float* g(size_t offset) { return grads_.data() + offset; }
 

@@ -72,21 +72,27 @@ TEST(TrainMpirunTest, FourProcessesUnderHdpReproduceSingleRankLosses) {
   ASSERT_EQ(want.size(), 30u);
   // hdp with a plain gradient all-reduce, then with the optimizer state sharded over the 4
   // processes (ZeRO-1), then the static mesh.
+  // Last, a pipeline of 2 stages over 2 HDP replicas (C = 128, so the 2 replicas hold 256-token
+  // documents), its schedule chosen every step.
   struct Variant {
     const char* planner;
     int zero;
     int64_t chunk_size = 0;
+    int pp = 1;
   };
   for (const Variant& v : {Variant{"hdp", 0}, Variant{"hdp", 1}, Variant{"static", 0},
-                           Variant{"chunkflow", 0}, Variant{"hdp", 0, 96}}) {
+                           Variant{"chunkflow", 0}, Variant{"hdp", 0, 96},
+                           Variant{"hdp", 0, 0, 2}}) {
     const int zero = v.zero;
     const std::string name =
-        absl::StrFormat("mpi-%s-zero%d-chunk%d", v.planner, zero, v.chunk_size);
+        absl::StrFormat("mpi-%s-zero%d-chunk%d-pp%d", v.planner, zero, v.chunk_size, v.pp);
     SCOPED_TRACE(name);
     c.logging.run_dir = (root / name).string();
     c.parallel.world_size = 4;
     c.parallel.planner = v.planner;
-    c.parallel.capacity_tokens = 96;  // documents of up to 256 tokens need rings of up to 3 ranks
+    // Documents of up to 256 tokens need rings of up to 3 ranks (of 2 replicas with pp 2).
+    c.parallel.capacity_tokens = v.pp > 1 ? 128 : 96;
+    c.parallel.pp = v.pp;
     c.parallel.zero = zero;
     c.parallel.chunk_keep = 1;  // chunks: every chunk but the last recomputed
     c.parallel.chunk_size = v.chunk_size;

@@ -151,14 +151,23 @@ TEST_F(TrainerTest, MultiRankRunsMatchSingleRankLosses) {
     const char* planner;
     int zero;
     int chunk_keep = 0;
+    int pp = 1;
+    const char* schedule = "auto";
   };
   for (const Variant& v : {Variant{"hdp4", 4, "hdp", 0}, Variant{"naive3", 3, "naive_hdp", 0},
                            Variant{"static4", 4, "static", 0}, Variant{"zero3", 3, "hdp", 1},
-                           Variant{"chunks2", 2, "chunkflow", 0, 1}}) {
+                           Variant{"chunks2", 2, "chunkflow", 0, 1},
+                           // Pipelines of 2 stages: over 2 HDP replicas with rings, with ZeRO-1,
+                           // and over ChunkFlow's dependent chunks.
+                           Variant{"pp2_zb", 4, "hdp", 0, 0, 2, "zb-h1"},
+                           Variant{"pp2_zero", 4, "hdp", 1, 0, 2, "auto"},
+                           Variant{"pp2_chunks", 2, "chunkflow", 0, 1, 2, "1f1b"}}) {
     SCOPED_TRACE(v.name);
     ExperimentConfig c = MultiRank(Config(v.name), v.ranks, v.zero);
     c.parallel.planner = v.planner;
     c.parallel.chunk_keep = v.chunk_keep;
+    c.parallel.pp = v.pp;
+    c.parallel.pipeline_schedule = v.schedule;
     const absl::Status s = RunTraining(c, false, nullptr);
     ASSERT_TRUE(s.ok()) << s;
     const auto got = Metrics(root_ / v.name);
@@ -168,6 +177,9 @@ TEST_F(TrainerTest, MultiRankRunsMatchSingleRankLosses) {
       const double w = want[i]["loss"].get<double>();
       EXPECT_NEAR(got[i]["loss"].get<double>(), w, 1e-4 * w) << "step " << i + 1;
       rings += got[i]["rings"].get<int>();
+      if (v.pp > 1) {
+        EXPECT_TRUE(got[i].contains("schedule") && got[i].contains("bubble")) << got[i].dump();
+      }
     }
     // Chunks instead of rings: documents over C = 128 tokens run as dependent chunks.
     if (std::string(v.planner) == "chunkflow") {

@@ -14,6 +14,7 @@
 #include "parallel/hybrid_planner.h"
 #include "parallel/plan_metrics.h"
 #include "parallel/plan_validator.h"
+#include "parallel/planner.h"
 #include "parallel/step_executor.h"
 #include "runtime/local_world.h"
 #include "tests/parallel/plan_equivalence.h"
@@ -159,6 +160,33 @@ TEST(ChunkExecutorTest, HdpRingsAndChunksInOnePlanMatchSingleRankTraining) {
               chunk_forwards);
   EXPECT_GT(rings, 0);
   EXPECT_GT(chunk_forwards, 0);
+}
+
+// A sequence longer than the whole world holds (here 3 x C on 2 ranks) cannot ring: with chunks
+// it runs as chunks instead of failing the step, and the step still equals single-rank training.
+TEST(ChunkExecutorTest, ASequenceTheWorldCannotRingRunsAsChunks) {
+  const ModelConfig config = test::PlanTestModel();
+  const CostModel cost = Fp32Cost(config);
+  const std::vector<SequenceSpec> sequences = {{0, 120}, {1, 70}, {2, 9}, {3, 30}};
+  EXPECT_FALSE(PlanStep(sequences, {PlannerKind::kHdp, 2, 40}, cost).ok());
+  absl::StatusOr<StepPlan> plan = PlanHdpWithChunks(sequences, {{2, 40}, 40, 1}, cost);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_TRUE(ValidatePlan(*plan, cost).ok()) << ValidatePlan(*plan, cost);
+  int chunk_forwards = 0;
+  for (const RankPlan& r : plan->ranks) {
+    for (const Action& a : r.actions) {
+      chunk_forwards += a.kind == ActionKind::kForward && !a.context.empty() &&
+                        a.context.front().sequence_id == 0;
+    }
+  }
+  EXPECT_EQ(chunk_forwards, 2);  // 120 tokens in chunks of 40: two of them attend to earlier ones
+  const PackedBatch batch = test::RandomPackedBatch(sequences, config.vocab_size, 3);
+  const test::Reference want = test::SingleRank(config, 3, batch);
+  const std::vector<RankRun> got = RunPlan(*plan, batch, config, 3);
+  for (int r = 0; r < 2; ++r) {
+    test::ExpectMatches(want, got[static_cast<size_t>(r)].loss_sum,
+                        got[static_cast<size_t>(r)].grads.data(), "rank " + std::to_string(r));
+  }
 }
 
 // One long sequence of growing length at fixed C and K: the measured peak (allocator bytes above

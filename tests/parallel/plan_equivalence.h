@@ -31,6 +31,14 @@ inline ModelConfig PlanTestModel() {
   return c;
 }
 
+// Four layers, so that pipelines of 2, 3 and 4 stages (and 2 x 2 interleaved) all have layers to
+// split.
+inline ModelConfig PipelineTestModel() {
+  ModelConfig c = PlanTestModel();
+  c.n_layers = 4;
+  return c;
+}
+
 // Lengths drawn from `preset`, divided by `scale` (rounded up) and capped at `longest`, until the
 // batch holds about `tokens`: the preset's shape (many short sequences, a few that fill rings) at
 // a size a 2-core test runs in milliseconds.

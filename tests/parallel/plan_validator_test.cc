@@ -115,6 +115,31 @@ TEST(PlanValidator, RejectsTwoRingsMetInOppositeOrders) {
   EXPECT_THAT(message, HasSubstr("rank 1 action 0 (ring_exchange, micro-batch 0) waits in ring 1"));
 }
 
+TEST(PlanValidator, RejectsARingExchangeWithoutItsForward) {
+  StepPlan plan = GoodPlan();
+  // Rank 1's micro-batch 0 loses its forward and backward but keeps its ring exchange: its ring
+  // would be joined to the next micro-batch's forward, or never.
+  auto& actions = plan.ranks[1].actions;
+  std::erase_if(actions, [](const Action& a) {
+    return a.micro_batch == 0 &&
+           (a.kind == ActionKind::kForward || a.kind == ActionKind::kBackward);
+  });
+  EXPECT_THAT(Message(ValidatePlan(plan, SmallCost())),
+              HasSubstr("rank 1 action 1 (ring_exchange, micro-batch 1): the ring exchange at "
+                        "action 0 is for another micro-batch, and the forward it waits for never "
+                        "comes"));
+  // And the last of a rank's actions before its gradient sync.
+  StepPlan last = GoodPlan();
+  auto& r0 = last.ranks[0].actions;
+  std::erase_if(r0, [](const Action& a) {
+    return a.micro_batch == 1 &&
+           (a.kind == ActionKind::kForward || a.kind == ActionKind::kBackward);
+  });
+  EXPECT_THAT(Message(ValidatePlan(last, SmallCost())),
+              HasSubstr("rank 0 action 3 (ring_exchange, micro-batch 1): a ring exchange (action "
+                        "3) must be followed by the forward of its micro-batch and stage"));
+}
+
 TEST(PlanValidator, RejectsATokenComputedTwice) {
   StepPlan plan = GoodPlan();
   for (const ActionKind kind : {ActionKind::kForward, ActionKind::kBackward}) {
@@ -140,7 +165,7 @@ TEST(PlanValidator, RejectsABackwardThatDiffersFromItsForward) {
   StepPlan plan = GoodPlan();
   plan.ranks[0].actions[Find(plan, 0, ActionKind::kBackward, 0)].tokens.pop_back();
   EXPECT_THAT(Message(ValidatePlan(plan, SmallCost())),
-              HasSubstr("rank 0 action 2 (backward, micro-batch 0): tokens or context differ"));
+              HasSubstr("rank 0 action 2 (backward, micro-batch 0): tokens, context or neighbouring ranks differ"));
 }
 
 TEST(PlanValidator, RejectsASplitSequenceOutsideARing) {

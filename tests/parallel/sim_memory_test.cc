@@ -70,7 +70,9 @@ StepPlan OneFOneB() {
 TEST(SimulatedMemory, OneFOneBHoldsTwoMicroBatchesOnTheFirstStage) {
   const StepPlan plan = OneFOneB();
   const CostModel cost = UnitCost();
-  const absl::StatusOr<SimResult> sim = SimulateStep(plan, cost);
+  SimulatorOptions options;
+  options.track_memory = true;
+  const absl::StatusOr<SimResult> sim = SimulateStep(plan, cost, options);
   ASSERT_TRUE(sim.ok()) << sim.status();
   // Rank 0 runs F0 [0,1] F1 [1,2] B0 [4,6] B1 [7,9]: 50 bytes of stage activations per
   // micro-batch, 10 of scratch while computing; both micro-batches are alive from F1 to B0.
@@ -100,7 +102,9 @@ SimResult OffloadOne(double host, double ratio) {
   b.kind = ActionKind::kBackward;
   b.offload_ratio = 0.0;
   plan.ranks[0].actions = {f, b, Sync()};
-  absl::StatusOr<SimResult> sim = SimulateStep(plan, cost);
+  SimulatorOptions options;
+  options.track_memory = true;
+  absl::StatusOr<SimResult> sim = SimulateStep(plan, cost, options);
   EXPECT_TRUE(sim.ok()) << sim.status();
   // The memory is the validator's: the offloaded 500 bytes are off the GPU.
   const std::vector<RankMemory> timeline = RankMemoryTimeline(plan, 0, cost);
@@ -149,7 +153,9 @@ TEST(SimulatedMemory, EqualsTheValidatorsPredictionOnEveryStrategy) {
     absl::StatusOr<StepPlan> plan = PlanWithStrategy(batch, spec, ctx, cc.cost);
     ASSERT_TRUE(plan.ok()) << plan.status();
     ASSERT_TRUE(ValidatePlan(*plan, cc.cost).ok()) << ValidatePlan(*plan, cc.cost);
-    absl::StatusOr<SimResult> sim = SimulateStep(*plan, cc.cost);
+    SimulatorOptions options;
+    options.track_memory = true;
+    absl::StatusOr<SimResult> sim = SimulateStep(*plan, cc.cost, options);
     ASSERT_TRUE(sim.ok()) << sim.status();
     const PlanMetrics metrics = MeasurePlan(*plan, cc.cost);
     for (int r = 0; r < plan->world_size(); ++r) {

@@ -3,14 +3,18 @@
 // from the Byted and ChunkFlow presets, plans of every planner (hdp, naive_hdp, static, chunkflow
 // with K = 1, and hdp with rings and chunks) give every rank the loss (relative <= 1e-6) and every
 // gradient (relative <= 1e-5) of one rank training on the whole batch. Every rank computes the
-// single-rank reference itself from the same seeds.
+// single-rank reference itself from the same seeds. Pipelines too: every rank a stage, and with
+// 4 processes 2 stages x 2 replicas.
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "parallel/hybrid_planner.h"
 #include "parallel/plan_metrics.h"
 #include "parallel/plan_validator.h"
@@ -46,8 +50,8 @@ class MpiEnvironment : public ::testing::Environment {
 Communicator& Comm() { return *MpiEnvironment::communicator; }
 
 void ExpectPlanMatchesSingleRank(const StepPlan& plan, const std::vector<SequenceSpec>& sequences,
-                                 uint64_t seed, const std::string& what) {
-  const ModelConfig config = test::PlanTestModel();
+                                 uint64_t seed, const std::string& what,
+                                 const ModelConfig& config = test::PlanTestModel()) {
   const CostModel cost = CostModel::FromModelConfig(config);
   const absl::Status valid = ValidatePlan(plan, cost);
   ASSERT_TRUE(valid.ok()) << what << ": " << valid;
@@ -90,6 +94,54 @@ TEST(StepExecutorMpirun, EveryPlannerMatchesSingleRankTraining) {
   }
   EXPECT_GT(rings, 0);
   EXPECT_GT(chunks, 0);
+}
+
+// Pipelines across processes: every rank a stage of ChunkFlow's one replica (1F1B and ZB-H1,
+// dependent chunks with K = 1), and with 4 processes 2 stages x 2 HDP replicas with rings at both
+// stages (GPipe, interleaved with 2 chunks per rank, auto).
+TEST(StepExecutorMpirun, PipelinesMatchSingleRankTraining) {
+  const int world = Comm().size();
+  const ModelConfig config = test::PipelineTestModel();
+  const CostModel cost = CostModel::FromModelConfig(config);
+  const uint64_t seed = 300 + static_cast<uint64_t>(world);
+  struct Case {
+    PlannerKind kind;
+    int pp, vpp;
+    std::optional<PipelineScheduleKind> schedule;
+  };
+  std::vector<Case> cases = {{PlannerKind::kChunkFlow, world, 1, PipelineScheduleKind::k1f1b},
+                             {PlannerKind::kChunkFlow, world, 1, PipelineScheduleKind::kZbh1}};
+  if (world == 4) {
+    cases.push_back({PlannerKind::kHdp, 2, 1, PipelineScheduleKind::kGpipe});
+    cases.push_back({PlannerKind::kHdp, 2, 2, PipelineScheduleKind::kInterleaved});
+    cases.push_back({PlannerKind::kHdp, 2, 1, std::nullopt});
+  }
+  int rings = 0, chunks = 0;
+  for (const Case& k : cases) {
+    const int replicas = world / k.pp;
+    const std::vector<SequenceSpec> sequences = test::PresetBatch(
+        "byted", 64, std::max(replicas, 2) * kCapacity, 3 * std::max(replicas, 2) * kCapacity,
+        seed);
+    PlannerOptions options;
+    options.kind = k.kind;
+    options.world_size = world;
+    options.capacity_tokens = k.kind == PlannerKind::kChunkFlow ? 16 : kCapacity;
+    options.chunk_keep = 1;
+    options.pipeline = {k.pp, k.vpp, k.schedule};
+    absl::StatusOr<StepPlan> plan = PlanStep(sequences, options, cost);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    const PlanMetrics m = MeasurePlan(*plan, cost);
+    rings += m.rings;
+    chunks += m.chunks;
+    ExpectPlanMatchesSingleRank(*plan, sequences, seed,
+                                absl::StrFormat("pp %d vpp %d %s over %s", k.pp, k.vpp,
+                                                plan->schedule, PlannerKindName(k.kind)),
+                                config);
+  }
+  EXPECT_GT(chunks, 0);
+  if (world == 4) {
+    EXPECT_GT(rings, 0);
+  }
 }
 
 }  // namespace

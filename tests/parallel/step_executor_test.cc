@@ -144,6 +144,34 @@ TEST(StepExecutorTest, RankInTwoRingsAndLocalDocumentsInOneMicroBatch) {
   }
 }
 
+// The static mesh splits every sequence over its CP group, so a micro-batch of sequences shorter
+// than the group leaves some members with no tokens at all. They still run the micro-batch: their
+// layers pass the others' K/V along the ring (before, they had no forward, and their ring
+// partners waited for them until the timeout).
+TEST(StepExecutorTest, RingMembersWithoutTokensRelayTheRing) {
+  const ModelConfig config = test::PlanTestModel();
+  const CostModel cost = CostModel::FromModelConfig(config);
+  // 160 tokens fill every member (2 pieces of 20 each); the 3-token sequence needs a micro-batch
+  // of its own, where member 3 gets nothing.
+  const std::vector<SequenceSpec> sequences = {{0, 160}, {1, 3}};
+  PlannerOptions options{PlannerKind::kStatic, 4, 40, 4};
+  absl::StatusOr<StepPlan> plan = PlanStep(sequences, options, cost);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_TRUE(ValidatePlan(*plan, cost).ok()) << ValidatePlan(*plan, cost);
+  int empty_forwards = 0;
+  for (const RankPlan& r : plan->ranks) {
+    for (const Action& a : r.actions) empty_forwards += a.kind == ActionKind::kForward && a.tokens.empty();
+  }
+  EXPECT_GT(empty_forwards, 0) << "the 3-token sequence leaves a member of the ring of 4 empty";
+  const PackedBatch batch = test::RandomPackedBatch(sequences, config.vocab_size, 9);
+  const test::Reference want = test::SingleRank(config, 9, batch);
+  const std::vector<RankResult> got = RunPlan(*plan, batch, config, 9);
+  for (int r = 0; r < 4; ++r) {
+    test::ExpectMatches(want, got[static_cast<size_t>(r)].loss_sum,
+                        got[static_cast<size_t>(r)].grads.data(), "rank " + std::to_string(r));
+  }
+}
+
 TEST(StepExecutorTest, RejectsPlansThatDoNotFitTheBatchOrTheWorld) {
   const ModelConfig config = test::PlanTestModel();
   const CostModel cost = CostModel::FromModelConfig(config);
