@@ -161,6 +161,7 @@ std::vector<YamlField> StrategyFields(StrategyEntry& e) {
       {.key = "tensor_parallel", .value = &e.spec.tensor_parallel, .constraint = kNonNegative},
       {.key = "recompute", .value = &e.recompute},
       {.key = "offload", .value = &e.spec.offload},
+      {.key = "pipeline_size", .value = &e.spec.pipeline_size, .constraint = Constraint::kPositive},
   };
 }
 

@@ -20,7 +20,8 @@ double TensorParallelBytesPerToken(const ModelConfig& model, int tp) {
 }  // namespace
 
 absl::StatusOr<ClusterCost> MakeClusterCost(const ModelConfig& model, const ClusterSpec& cluster,
-                                            int tensor_parallel, bool layer_recompute) {
+                                            int tensor_parallel, bool layer_recompute,
+                                            int pipeline_stages) {
   const int tp = tensor_parallel;
   if (tp < 1 || cluster.gpus_per_node % tp != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -98,8 +99,14 @@ absl::StatusOr<ClusterCost> MakeClusterCost(const ModelConfig& model, const Clus
   }
 
   // Model states per GPU (ZeRO-1 over the data-parallel ranks).
-  const double params = ModelParameters(model) / tp;
-  const double dp = std::max(out.world_size, 1);
+  const int pp = std::max(pipeline_stages, 1);
+  if (model.n_layers < pp || out.world_size % pp != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "pipeline_size %d must divide the %d ranks and not exceed the model's %d layers", pp,
+        out.world_size, model.n_layers));
+  }
+  const double params = ModelParameters(model) / tp / pp;
+  const double dp = std::max(out.world_size / pp, 1);
   out.model_state_bytes = static_cast<int64_t>(params * (2.0 + 4.0) + params * 12.0 / dp);
   out.usable_memory_bytes =
       static_cast<int64_t>(static_cast<double>(gpu.memory_bytes) *

@@ -46,8 +46,10 @@ struct ClusterCost {
 // runs), only each layer's input stays from the forward to the backward; the layer being
 // back-propagated holds its activations again as scratch, and the layers' forward runs twice, so
 // their compute terms grow by a third (the head's not) and the backward's share becomes 3/4.
+// With `pipeline_stages` > 1 a rank holds that share of the layers, so of the model states.
 absl::StatusOr<ClusterCost> MakeClusterCost(const ModelConfig& model, const ClusterSpec& cluster,
-                                            int tensor_parallel, bool layer_recompute = false);
+                                            int tensor_parallel, bool layer_recompute = false,
+                                            int pipeline_stages = 1);
 
 // The most tokens per rank per micro-batch (a multiple of `granule`) whose memory while computed
 // (CostModel::MicroBatchBytes) fits the activation budget; 0 when not even one granule fits.

@@ -91,7 +91,8 @@ absl::StatusOr<StudyResult> RunStudy(const StudySetup& setup, const TraceSink& t
         spec.layer_recompute < 0
             ? setup.layer_recompute && spec.kind != StrategyKind::kBest
             : spec.layer_recompute > 0;
-    absl::StatusOr<ClusterCost> cc = MakeClusterCost(setup.model, setup.cluster, tp, recompute);
+    absl::StatusOr<ClusterCost> cc = MakeClusterCost(setup.model, setup.cluster, tp, recompute,
+                                                     std::max(spec.pipeline_size, 1));
     if (cc.ok()) {
       r.cost = *std::move(cc);
       r.capacity_tokens = spec.capacity_tokens > 0   ? spec.capacity_tokens

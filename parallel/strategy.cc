@@ -71,6 +71,10 @@ absl::StatusOr<StepPlan> PlanWithStrategy(const std::vector<SequenceSpec>& seque
                                           const StrategyContext& context, const CostModel& cost) {
   PlannerOptions options;
   options.world_size = context.world_size;
+  if (spec.pipeline_size > 1 &&
+      (spec.kind == StrategyKind::kHdp || spec.kind == StrategyKind::kBest)) {
+    options.pipeline = PipelineOptions{spec.pipeline_size, 1, std::nullopt};
+  }
   options.capacity_tokens =
       spec.capacity_tokens > 0 ? spec.capacity_tokens : context.capacity_tokens;
   // Offloading keeps to the memory a C-token micro-batch needs.

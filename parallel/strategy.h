@@ -44,11 +44,16 @@ struct StrategySpec {
   // checkpointing per layer (-1: the study's, 0: off, 1: on; `best` is off unless asked for).
   int tensor_parallel = 0;
   int layer_recompute = -1;
+  // hdp, best: pipeline stages per replica (1: none); the schedule is chosen per step (`auto`,
+  // pipeline_planner.h). A pipelined best does not offload.
+  int pipeline_size = 1;
   // hdp, best: long sequences' ring members offload the activations that do not fit
   // (activation_offload.h), so rings need fewer ranks.
   bool offload = false;
 
-  bool Offloads() const { return offload || kind == StrategyKind::kBest; }
+  bool Offloads() const {
+    return (offload || kind == StrategyKind::kBest) && pipeline_size <= 1;
+  }
 
   std::string Label() const { return label.empty() ? StrategyKindName(kind) : label; }
 };

@@ -74,6 +74,7 @@ strategies:
     tensor_parallel: 4
     recompute: true
     offload: true
+    pipeline_size: 2
 simulate:
   overlap: false
   trace_step: 2
@@ -101,6 +102,8 @@ simulate:
   EXPECT_EQ(best.tensor_parallel, 4);
   EXPECT_EQ(best.layer_recompute, 1);
   EXPECT_TRUE(best.offload);
+  EXPECT_EQ(best.pipeline_size, 2);
+  EXPECT_FALSE(best.Offloads()) << "a pipelined best does not offload";
   EXPECT_FALSE(c->simulate.overlap);
   EXPECT_EQ(c->simulate.trace_ranks, 8);
 
