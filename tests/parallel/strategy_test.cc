@@ -46,11 +46,20 @@ TEST(Strategies, EveryStrategyPlansValidPlansAt1024Ranks) {
     // About two micro-batches of C per rank.
     const std::vector<SequenceSpec> batch = Batch(preset, 2 * 1024 * capacity, context, 7);
     const StrategyContext ctx{1024, capacity, context, cc.activation_budget_bytes};
-    for (const std::string& name : StrategyKindNames()) {
+    std::vector<std::string> names = StrategyKindNames();
+    names.push_back("best-pp4");  // best as a pipeline of 4 stages
+    for (const std::string& name : names) {
       SCOPED_TRACE(preset + " " + name);
       StrategySpec spec;
-      spec.kind = *ParseStrategyKind(name);
+      spec.kind = name == "best-pp4" ? StrategyKind::kBest : *ParseStrategyKind(name);
       if (spec.kind == StrategyKind::kBest) spec.chunk_size = capacity;
+      if (name == "best-pp4") {
+        // 256 replicas of C tokens must hold the longest sequence (a pipelined best does not
+        // offload).
+        if (context > 256 * capacity) continue;
+        spec.pipeline_size = 4;
+        spec.chunk_size = 0;
+      }
       const auto start = std::chrono::steady_clock::now();
       absl::StatusOr<StepPlan> plan = PlanWithStrategy(batch, spec, ctx, cc.cost);
       ASSERT_TRUE(plan.ok()) << plan.status();
