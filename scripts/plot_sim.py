@@ -47,11 +47,11 @@ def main():
     p99 = [max(0.0, r["step_s_p99"] - r["step_s_median"]) for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     bars = left.bar(names, median, yerr=[[0] * len(p99), p99], capsize=4, color="#4C72B0")
-    for bar, r in zip(bars, rows):
+    for bar, r, whisker in zip(bars, rows, p99):
         label = f"{r['speedup_vs_static']:.2f}x" if r.get("speedup_vs_static") else ""
         if not r.get("fits_memory", True):
             label += " (OOM)"
-        left.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+        left.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height() + whisker),
                       ha="center", va="bottom", fontsize=9, xytext=(0, 3),
                       textcoords="offset points")
     left.set_ylabel("step time, s (median; whisker: p99)")
