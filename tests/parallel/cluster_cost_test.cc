@@ -98,6 +98,32 @@ TEST(ClusterCost, ModelStatesLeaveTheActivationBudget) {
   EXPECT_GT(cc.cost.MicroBatchBytes(c + 1024), cc.activation_budget_bytes);
 }
 
+TEST(ClusterCost, CheckpointingKeepsLayerInputsAndComputesTheForwardTwice) {
+  const ModelConfig model = *ModelPreset("llama-7b");
+  const ClusterSpec cluster = H100Nodes(1);
+  const ClusterCost plain = *MakeClusterCost(model, cluster, 2, false);
+  const ClusterCost rc = *MakeClusterCost(model, cluster, 2, true);
+  // Only each layer's input (d_model bf16 values) stays, split over the 2 GPUs.
+  EXPECT_EQ(rc.cost.activation_bytes_per_token, 4096 * 2 * 32 / 2);
+  // The layer being back-propagated holds its activations again as scratch.
+  EXPECT_EQ(rc.cost.working_bytes_per_token,
+            plain.cost.working_bytes_per_token + plain.cost.activation_bytes_per_token / 32);
+  EXPECT_DOUBLE_EQ(rc.cost.attention_s, plain.cost.attention_s * 4 / 3);
+  EXPECT_DOUBLE_EQ(rc.cost.overhead_s, plain.cost.overhead_s * 4 / 3);
+  const double head = plain.cost.head_s / 32;
+  EXPECT_NEAR(rc.cost.linear_s, (plain.cost.linear_s - head) * 4 / 3 + head, 1e-18);
+  EXPECT_DOUBLE_EQ(rc.cost.backward_fraction, 0.75);
+  // Rings send K/V once more in the backward: 4 passes instead of 3.
+  EXPECT_EQ(rc.cost.RingBytesSent(3, 10), 4 * 32 * 2 * 10);
+  EXPECT_EQ(plain.cost.RingBytesSent(3, 10), 3 * 32 * 2 * 10);
+  EXPECT_GT(CapacityFromMemory(rc), 8 * CapacityFromMemory(plain));
+  // A pipeline stage holds its share of the model states.
+  const ClusterCost pp4 = *MakeClusterCost(model, cluster, 2, false, 4);
+  EXPECT_NEAR(static_cast<double>(pp4.model_state_bytes),
+              ModelParameters(model) / 8 * (6.0 + 12.0 / 1), 1e3);
+  EXPECT_FALSE(MakeClusterCost(model, cluster, 2, false, 3).ok()) << "3 does not divide 4 ranks";
+}
+
 TEST(ClusterCost, TrainingFlopsCountWeightsAndCausalAttention) {
   ModelConfig m;  // d 256, 4 layers, 8 heads, ffn 688, vocab 257
   const double weights = 4 * (4.0 * 256 * 256 + 3.0 * 256 * 688) + 256.0 * 257;
