@@ -41,9 +41,9 @@ struct StudySetup {
 // One strategy on one step.
 struct StrategyStep {
   double step_s = 0.0;
-  double plan_s = 0.0;       // wall time of planning, validating and simulating it here
-  double validate_s = 0.0;
-  double simulate_s = 0.0;
+  double plan_s = 0.0;       // wall time, on this machine, of planning it,
+  double validate_s = 0.0;   // of validating the plan
+  double simulate_s = 0.0;   // and of simulating it
   double mfu = 0.0;
   double balance = 1.0;      // max / mean compute time over ranks
   double bubble = 0.0;       // SimResult::bubble_fraction
