@@ -343,6 +343,11 @@ absl::StatusOr<StepPlan> PlanPipeline(const StepPlan& replicas, const PipelineOp
       if (absl::Status s = consider(best_kind, best_order, extra); !s.ok()) return s;
     }
   }
+  if (!best.has_value()) {
+    return absl::FailedPreconditionError(
+        "no pipeline schedule could finish this step's plan (the validator names the fault when "
+        "the schedule is given explicitly)");
+  }
   return *std::move(best);
 }
 
