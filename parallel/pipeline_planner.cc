@@ -93,7 +93,10 @@ struct Arrangement {
 };
 
 // What may move: single slots and whole dependent groups, around the ring slots, which keep
-// their positions. Empty when the order would split a group around a ring slot.
+// their positions. Dependent groups stay after the replica's last ring slot: a group's reversed
+// backwards pull forwards in early, which would change the order of this replica's ring
+// meetings against the other members'. Empty when the order would split a group around a ring
+// slot or put one before a ring slot.
 std::optional<Arrangement> Arrange(const Replica& rep, Order order) {
   struct Item {
     int first = 0;  // slot
@@ -154,8 +157,13 @@ std::optional<Arrangement> Arrange(const Replica& rep, Order order) {
       std::stable_partition(items.begin(), items.end(), [](const Item& i) { return i.group; });
       break;
   }
+  int last_ring = -1;
+  for (size_t i = 0; i < rep.slots.size(); ++i) {
+    if (!rep.slots[i].rings.empty()) last_ring = static_cast<int>(i);
+  }
   size_t next = 0;
   for (const Item& it : items) {
+    if (it.group && free_positions[next] < last_ring) return std::nullopt;
     for (int j = 0; j < it.count; ++j) {
       const int position = free_positions[next + static_cast<size_t>(j)];
       if (j > 0 && position != free_positions[next + static_cast<size_t>(j) - 1] + 1) {
@@ -311,6 +319,8 @@ absl::StatusOr<StepPlan> PlanPipeline(const StepPlan& replicas, const PipelineOp
     first = false;
     if (peak > budget) return absl::OkStatus();
     absl::StatusOr<SimResult> sim = SimulateStep(*plan, cost);
+    // A candidate that cannot finish is not a candidate (the planned 1F1B always can).
+    if (absl::IsFailedPrecondition(sim.status())) return absl::OkStatus();
     if (!sim.ok()) return sim.status();
     if (sim->step_s < best_s) {
       best_s = sim->step_s;
@@ -332,6 +342,11 @@ absl::StatusOr<StepPlan> PlanPipeline(const StepPlan& replicas, const PipelineOp
     for (const int extra : {std::max(1, options.pp / 2), options.pp, 2 * options.pp}) {
       if (absl::Status s = consider(best_kind, best_order, extra); !s.ok()) return s;
     }
+  }
+  if (!best.has_value()) {
+    return absl::FailedPreconditionError(
+        "no pipeline schedule could finish this step's plan (the validator names the fault when "
+        "the schedule is given explicitly)");
   }
   return *std::move(best);
 }

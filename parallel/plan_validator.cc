@@ -172,15 +172,18 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
           break;
         }
         case ActionKind::kRingExchange: {
-          std::set<int> distinct;
-          for (const int m : a.ring) {
-            if (m < 0 || m >= world || !distinct.insert(m).second) {
-              return absl::InvalidArgumentError(absl::StrFormat(
-                  "%s: ring %d members %s must be distinct ranks of the world of %d",
-                  Where(rank, i, a), a.ring_id, Members(a.ring), world));
-            }
+          // Sorted, so that a repeated member sits next to itself (rings have up to thousands of
+          // members, and this runs for every member's exchange).
+          std::vector<int> members = a.ring;
+          std::sort(members.begin(), members.end());
+          const bool repeated =
+              std::adjacent_find(members.begin(), members.end()) != members.end();
+          if (members.empty() || members.front() < 0 || members.back() >= world || repeated) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "%s: ring %d members %s must be distinct ranks of the world of %d",
+                Where(rank, i, a), a.ring_id, Members(a.ring), world));
           }
-          if (!distinct.contains(rank)) {
+          if (!std::binary_search(members.begin(), members.end(), rank)) {
             return absl::InvalidArgumentError(absl::StrFormat(
                 "%s: ring %d members %s do not include the rank itself", Where(rank, i, a),
                 a.ring_id, Members(a.ring)));
@@ -538,21 +541,23 @@ absl::Status CheckCoverage(const StepPlan& plan, const SequenceIndex& index, Act
 // A sequence held by more than one rank needs its K/V to reach every holder: all of its pieces must
 // travel one ring.
 absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& index) {
-  // Every stage has rings of its own: (sequence id, stage) -> ring id.
-  std::map<std::pair<int64_t, int>, int> carrier;
-  // rank, micro-batch, stage, sequence, begin, end
-  std::set<std::tuple<int, int, int, int64_t, int64_t, int64_t>> carried;
+  // Every stage has rings of its own: (sequence id, stage) -> ring id, keyed as
+  // sequence * stages + stage.
+  const int64_t stages = plan.num_stages();
+  std::unordered_map<int64_t, int> carrier;
   for (int rank = 0; rank < plan.world_size(); ++rank) {
     for (const Action& a : plan.ranks[static_cast<size_t>(rank)].actions) {
       if (a.kind != ActionKind::kRingExchange) continue;
+      int64_t previous = -1;
       for (const TokenRange& r : a.tokens) {
-        auto [it, fresh] = carrier.emplace(std::make_pair(r.sequence_id, a.stage), a.ring_id);
+        if (r.sequence_id == previous) continue;  // a sequence's pieces sit side by side
+        previous = r.sequence_id;
+        auto [it, fresh] = carrier.emplace(r.sequence_id * stages + a.stage, a.ring_id);
         if (!fresh && it->second != a.ring_id) {
           return absl::InvalidArgumentError(absl::StrFormat(
               "sequence %d travels two rings (%d and %d); its pieces must share one ring",
               r.sequence_id, it->second, a.ring_id));
         }
-        carried.emplace(rank, a.micro_batch, a.stage, r.sequence_id, r.begin, r.end);
       }
     }
   }
@@ -562,16 +567,29 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
   // K/V gradient is complete (every later chunk's backward has added to it) before its own.
   // Each stage of a pipeline holds its own K/V state, so the rules hold per stage.
   for (int rank = 0; rank < plan.world_size(); ++rank) {
+    const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
+    // Each micro-batch's ring shares: the RingExchange actions right before its Forward (which
+    // CheckShape made sure of), as sorted (sequence, begin, end).
+    std::map<SlotStage, std::vector<std::tuple<int64_t, int64_t, int64_t>>> shares;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      if (actions[i].kind != ActionKind::kForward) continue;
+      auto& mine = shares[KeyOf(actions[i])];
+      for (size_t e = i; e-- > 0 && actions[e].kind == ActionKind::kRingExchange;) {
+        for (const TokenRange& r : actions[e].tokens) mine.emplace_back(r.sequence_id, r.begin, r.end);
+      }
+      std::sort(mine.begin(), mine.end());
+    }
     for (int stage = 0; stage < plan.num_stages(); ++stage) {
-      const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
       // The micro-batch's one chunk, if any, checked against its context.
       auto chunk_of = [&](size_t i) -> absl::StatusOr<std::optional<TokenRange>> {
         const Action& a = actions[i];
+        const auto& carried = shares[KeyOf(a)];
         std::vector<TokenRange> chunks;
         for (const TokenRange& r : a.tokens) {
           const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
           if (r.size() == length) continue;
-          if (carried.contains({rank, a.micro_batch, a.stage, r.sequence_id, r.begin, r.end})) {
+          if (std::binary_search(carried.begin(), carried.end(),
+                                 std::make_tuple(r.sequence_id, r.begin, r.end))) {
             continue;
           }
           chunks.push_back(r);
