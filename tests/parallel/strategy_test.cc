@@ -55,10 +55,9 @@ TEST(Strategies, EveryStrategyPlansValidPlansAt1024Ranks) {
       if (spec.kind == StrategyKind::kBest) spec.chunk_size = capacity;
       if (name == "best-pp4") {
         // 256 replicas of C tokens must hold the longest sequence (a pipelined best does not
-        // offload).
-        if (context > 256 * capacity) continue;
+        // offload); one preset is enough (its `auto` simulates a dozen candidates).
+        if (preset != "github") continue;
         spec.pipeline_size = 4;
-        spec.chunk_size = 0;
       }
       const auto start = std::chrono::steady_clock::now();
       absl::StatusOr<StepPlan> plan = PlanWithStrategy(batch, spec, ctx, cc.cost);
