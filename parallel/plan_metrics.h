@@ -45,8 +45,9 @@ PlanMetrics MeasurePlan(const StepPlan& plan, const CostModel& cost);
 // K/V (and K/V gradients) of chunked sequences waiting in the state store for later chunks (a
 // whole sequence's, from its first chunk's forward to its last backward). Activations and K/V
 // state count the layers of the action's stage only. A Forward's offloaded share of its
-// activations (Action::offload_ratio) waits in host memory and does not count. The validator checks the total against the
-// budget; MeasurePlan's peak is its largest value.
+// activations (Action::offload_ratio) waits in host memory and does not count (its backward
+// brings it back layer by layer, as it goes). The validator checks the total against the budget;
+// MeasurePlan's peak is its largest value.
 struct RankMemory {
   int64_t activation_tokens = 0;  // tokens (of any stage) whose activations are alive
   int64_t activation_bytes = 0;

@@ -89,6 +89,11 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
               "%s: stage %d is not one of the plan's %d stages", Where(rank, i, a), a.stage,
               stages));
         }
+        if (!(a.offload_ratio >= 0.0 && a.offload_ratio <= 1.0)) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: offload ratio %g is not a share in [0, 1]", Where(rank, i, a),
+              a.offload_ratio));
+        }
         const bool passes = a.kind == ActionKind::kForward || a.kind == ActionKind::kBackward ||
                             a.kind == ActionKind::kRecompute || a.kind == ActionKind::kWeightGrad;
         const bool want_prev = passes && a.stage > 0;

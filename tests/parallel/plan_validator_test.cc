@@ -140,6 +140,15 @@ TEST(PlanValidator, RejectsARingExchangeWithoutItsForward) {
                         "3) must be followed by the forward of its micro-batch and stage"));
 }
 
+TEST(PlanValidator, RejectsAnOffloadRatioOutsideZeroToOne) {
+  for (const double ratio : {-0.1, 1.5}) {
+    StepPlan plan = GoodPlan();
+    plan.ranks[1].actions[Find(plan, 1, ActionKind::kForward, 0)].offload_ratio = ratio;
+    EXPECT_THAT(Message(ValidatePlan(plan, SmallCost())),
+                HasSubstr("is not a share in [0, 1]"));
+  }
+}
+
 TEST(PlanValidator, RejectsATokenComputedTwice) {
   StepPlan plan = GoodPlan();
   for (const ActionKind kind : {ActionKind::kForward, ActionKind::kBackward}) {
