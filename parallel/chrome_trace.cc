@@ -26,7 +26,9 @@ double ActionSeconds(const StepPlan& plan, const Action& a, const CostModel& cos
   return 0.0;
 }
 
-std::string SliceName(const Action& a) {
+}  // namespace
+
+std::string ActionSliceName(const Action& a) {
   switch (a.kind) {
     case ActionKind::kForward:
       return absl::StrFormat("F%d", a.micro_batch);
@@ -43,8 +45,6 @@ std::string SliceName(const Action& a) {
   }
   return "";
 }
-
-}  // namespace
 
 nlohmann::json ChromeTrace(const StepPlan& plan, const CostModel& cost) {
   json events = json::array();
@@ -74,7 +74,7 @@ nlohmann::json ChromeTrace(const StepPlan& plan, const CostModel& cost) {
         args["ring"] = a.ring;
         args["bytes_per_step"] = a.bytes_per_step;
       }
-      events.push_back({{"name", SliceName(a)},
+      events.push_back({{"name", ActionSliceName(a)},
                         {"cat", ActionKindName(a.kind)},
                         {"ph", "X"},
                         {"pid", 0},

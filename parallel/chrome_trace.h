@@ -15,6 +15,9 @@
 namespace loom {
 
 nlohmann::json ChromeTrace(const StepPlan& plan, const CostModel& cost);
+// An action's slice label in traces: "F3", "B3", "R3", "W3" (micro-batch 3), "ring 7",
+// "grad sync".
+std::string ActionSliceName(const Action& a);
 // Writes ChromeTrace(plan, cost) to `path` atomically (temporary file, then rename).
 absl::Status WriteChromeTrace(const StepPlan& plan, const CostModel& cost,
                               const std::string& path);

@@ -4,33 +4,13 @@
 #include <string_view>
 
 #include "absl/strings/str_format.h"
+#include "parallel/chrome_trace.h"
 #include "parallel/plan_metrics.h"
 #include "src/atomic_file.h"
 
 namespace loom {
-namespace {
 
 using nlohmann::json;
-
-std::string SliceName(const Action& a) {
-  switch (a.kind) {
-    case ActionKind::kForward:
-      return absl::StrFormat("F%d", a.micro_batch);
-    case ActionKind::kBackward:
-      return absl::StrFormat("B%d", a.micro_batch);
-    case ActionKind::kRecompute:
-      return absl::StrFormat("R%d", a.micro_batch);
-    case ActionKind::kWeightGrad:
-      return absl::StrFormat("W%d", a.micro_batch);
-    case ActionKind::kRingExchange:
-      return absl::StrFormat("ring %d", a.ring_id);
-    case ActionKind::kGradSync:
-      return "grad sync";
-  }
-  return "";
-}
-
-}  // namespace
 
 json SimulatedTrace(const StepPlan& plan, const CostModel& cost, const SimResult& sim,
                     int max_ranks, const std::string& title) {
@@ -76,7 +56,7 @@ json SimulatedTrace(const StepPlan& plan, const CostModel& cost, const SimResult
         args["tokens"] = TokenCount(a.tokens);
         if (!plan.stages.empty()) args["stage"] = a.stage;
       }
-      events.push_back({{"name", SliceName(a)},
+      events.push_back({{"name", ActionSliceName(a)},
                         {"cat", ActionKindName(a.kind)},
                         {"ph", "X"},
                         {"pid", 0},
