@@ -14,11 +14,17 @@ if(LOOM_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
-# One library per top-level folder, made of every .cc (and .cu with CUDA) under it.
+# One library per top-level folder, made of every .cc (and .cu with CUDA) under it; cuda/
+# subfolders only with CUDA.
 function(loom_folder_library name)
   cmake_parse_arguments(ARG "" "" "DEPS" ${ARGN})
   file(GLOB_RECURSE sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
   list(FILTER sources EXCLUDE REGEX ".*/main\\.cc$")
+  # Host code of the CUDA path (cuda/ folders) calls the CUDA libraries, so it is built only with
+  # them, like the .cu files.
+  if(NOT LOOM_HAVE_CUDA)
+    list(FILTER sources EXCLUDE REGEX "^${CMAKE_CURRENT_SOURCE_DIR}/(.*/)?cuda/")
+  endif()
   if(LOOM_HAVE_CUDA)
     file(GLOB_RECURSE cuda_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cu)
     list(APPEND sources ${cuda_sources})
