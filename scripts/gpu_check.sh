@@ -26,7 +26,7 @@ log "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=
 
 # 2. Build (tests of the CUDA path, the NCCL communicator test, the benchmark program).
 targets=(cuda_device_test cuda_memory_test cuda_elementwise_test cuda_attention_test
-         cuda_gemm_test cuda_model_test nccl_communicator_test loom_bench)
+         cuda_gemm_test cuda_model_test nccl_communicator_test cuda_ring_attention_mpirun loom_bench)
 build_status=0
 if [ ! -f "$build_dir/build.ninja" ]; then
   timeout 150 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=ON \
@@ -52,6 +52,19 @@ for t in cuda_device_test cuda_memory_test cuda_elementwise_test cuda_attention_
   test_status[$t]="exit $rc"
   log "$t: exit $rc ($(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$results/$t.log" | tr '\n' ' '))"
 done
+
+# Ring attention over NCCL needs one GPU per rank (NCCL refuses two ranks on one GPU): 2 ranks
+# where 2 GPUs are visible, else 1 (a ring of one member: the kernels without messages).
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+ring_np=$(( gpus >= 2 ? 2 : 1 ))
+ring="$(find "$build_dir/tests" -name cuda_ring_attention_mpirun -type f -perm -u+x 2>/dev/null | head -1)"
+if [ -n "$ring" ] && command -v mpirun > /dev/null; then
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 \
+    mpirun --oversubscribe -np "$ring_np" "$ring" > "$results/cuda_ring_attention_mpirun.log" 2>&1
+  log "cuda_ring_attention_mpirun -np $ring_np: exit $? (77: skipped; cuda_ring_attention_mpirun.log)"
+else
+  log "cuda_ring_attention_mpirun: not built or no mpirun"
+fi
 
 # 4. Benchmarks: the last line of each is its JSON.
 bench="$build_dir/bench/loom_bench"

@@ -32,3 +32,19 @@ foreach(np 2 3 4)
     ENVIRONMENT "${loom_parallel_mpirun_env}" TIMEOUT 120 SKIP_RETURN_CODE 77
     PROCESSORS 2 LABELS "mpi")
 endforeach()
+
+# Ring attention on GPUs with K/V on the nccl backend: one GPU per rank, skipped (exit 77) where
+# fewer GPUs than ranks are visible.
+if(LOOM_HAVE_NCCL)
+  add_executable(cuda_ring_attention_mpirun
+                 ${CMAKE_CURRENT_LIST_DIR}/cuda_ring_attention_mpirun.cc
+                 ${CMAKE_CURRENT_LIST_DIR}/../runtime/mpirun_main.cc)
+  target_link_libraries(cuda_ring_attention_mpirun PRIVATE loom_parallel GTest::gtest)
+  loom_target_options(cuda_ring_attention_mpirun)
+  add_test(NAME cuda_ring_attention_mpirun.np2
+           COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe ${MPIEXEC_NUMPROC_FLAG} 2
+                   $<TARGET_FILE:cuda_ring_attention_mpirun>)
+  set_tests_properties(cuda_ring_attention_mpirun.np2 PROPERTIES
+    ENVIRONMENT "${loom_parallel_mpirun_env}" TIMEOUT 180 SKIP_RETURN_CODE 77
+    PROCESSORS 2 LABELS "mpi")
+endif()
