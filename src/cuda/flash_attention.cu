@@ -60,9 +60,9 @@ struct Tiles {
   static constexpr int kCN = kCN_;
   static constexpr int kRows = kWarps * 4 * kRM;
   static constexpr int kCols = 8 * kCN;
-  static constexpr int kLd = kD + 4;         // floats between staged tokens: float4-aligned rows
-  static constexpr int kLdS = kCols + 4;     // ... between rows of a staged score tile
-  static constexpr int kAcc = kD / 8;        // accumulators per owned row
+  static constexpr int kLd = kD + 4;      // floats between staged tokens: float4-aligned rows
+  static constexpr int kLdS = kCols + 4;  // ... between rows of a staged score tile
+  static constexpr int kAcc = kD / 8;     // accumulators per owned row
   static_assert(kD % 32 == 0 && kD <= kMaxHeadDim, "head dims are padded to multiples of 32");
   static_assert(kCols <= kThreads, "one thread stages each column's token data");
   static_assert((kRows * kD) % kThreads == 0 && (kCols * kD) % kThreads == 0,
@@ -132,8 +132,8 @@ __device__ void ClassifyChunk(int* flags, const int32_t* doc, const int32_t* pos
   for (int t = t0 + warp; t < t1; t += kWarps) {
     const int begin = t * kTile;
     const TokenRange other = WarpTokenRange<kTile>(doc, pos, begin, min(kTile, n - begin), lane);
-    const bool may = own_is_query ? MayBeVisible(own, other, causal)
-                                  : MayBeVisible(other, own, causal);
+    const bool may =
+        own_is_query ? MayBeVisible(own, other, causal) : MayBeVisible(other, own, causal);
     if (lane == 0) flags[t - t0] = may ? 1 : 0;
   }
 }
@@ -150,7 +150,8 @@ __device__ __forceinline__ void StageTokens(float* dst, const Src* src, int64_t 
     const int r = e / kD;
     const int d = e - r * kD;
     float x = 0.0f;
-    if (r < count && d < D) x = LoadAsFloat(src + static_cast<int64_t>(first + r) * token_stride + d);
+    if (r < count && d < D)
+      x = LoadAsFloat(src + static_cast<int64_t>(first + r) * token_stride + d);
     dst[r * kLd + d] = x;
   }
 }
@@ -254,9 +255,9 @@ __global__ void __launch_bounds__(kThreads)
     ForwardKernel(T* out, float* lse, const T* q, const T* k, const T* v, Problem pb) {
   extern __shared__ float4 smem4[];
   float* q_tile = reinterpret_cast<float*>(smem4);  // [kRows][kLd]
-  float* k_tile = q_tile + S::kRows * S::kLd;         // [kCols][kLd]
-  float* v_tile = k_tile + S::kCols * S::kLd;         // [kCols][kLd]
-  float* p_tile = v_tile + S::kCols * S::kLd;         // [kRows][kLdS]
+  float* k_tile = q_tile + S::kRows * S::kLd;       // [kCols][kLd]
+  float* v_tile = k_tile + S::kCols * S::kLd;       // [kCols][kLd]
+  float* p_tile = v_tile + S::kCols * S::kLd;       // [kRows][kLdS]
   int* k_doc_s = reinterpret_cast<int*>(p_tile + S::kRows * S::kLdS);
   int* k_pos_s = k_doc_s + S::kCols;
   int* flags = k_pos_s + S::kCols;  // [kChunkTiles]
@@ -394,10 +395,10 @@ __global__ void __launch_bounds__(kThreads)
                      const float* lse, const float* delta, Problem pb) {
   extern __shared__ float4 smem4[];
   float* q_tile = reinterpret_cast<float*>(smem4);  // [kRows][kLd]
-  float* do_tile = q_tile + S::kRows * S::kLd;        // [kRows][kLd]
-  float* k_tile = do_tile + S::kRows * S::kLd;        // [kCols][kLd]
-  float* v_tile = k_tile + S::kCols * S::kLd;         // [kCols][kLd]
-  float* ds_tile = v_tile + S::kCols * S::kLd;        // [kRows][kLdS]
+  float* do_tile = q_tile + S::kRows * S::kLd;      // [kRows][kLd]
+  float* k_tile = do_tile + S::kRows * S::kLd;      // [kCols][kLd]
+  float* v_tile = k_tile + S::kCols * S::kLd;       // [kCols][kLd]
+  float* ds_tile = v_tile + S::kCols * S::kLd;      // [kRows][kLdS]
   int* k_doc_s = reinterpret_cast<int*>(ds_tile + S::kRows * S::kLdS);
   int* k_pos_s = k_doc_s + S::kCols;
   int* flags = k_pos_s + S::kCols;
@@ -429,8 +430,7 @@ __global__ void __launch_bounds__(kThreads)
     row_ok[i] = row_base + i < q_count;
     row_doc[i] = row_ok[i] ? pb.q_doc[r] : 0;
     row_pos[i] = row_ok[i] ? pb.q_pos[r] : 0;
-    row_lse[i] =
-        row_ok[i] ? lse[static_cast<int64_t>(r) * pb.n_heads + h] * kLog2e : NegInf();
+    row_lse[i] = row_ok[i] ? lse[static_cast<int64_t>(r) * pb.n_heads + h] * kLog2e : NegInf();
     row_delta[i] = row_ok[i] ? delta[static_cast<int64_t>(r) * pb.n_heads + h] : 0.0f;
   }
   const TokenRange own = WarpTokenRange<S::kRows>(pb.q_doc, pb.q_pos, q0, q_count, lane);
@@ -474,8 +474,7 @@ __global__ void __launch_bounds__(kThreads)
           const int c = cg + 8 * j;
           // A row with lse = -inf sees no key in any set: no gradient flows through it.
           const bool visible = row_ok[i] && c < k_count && k_doc_s[c] == row_doc[i] &&
-                               (!pb.causal || k_pos_s[c] <= row_pos[i]) &&
-                               row_lse[i] != NegInf();
+                               (!pb.causal || k_pos_s[c] <= row_pos[i]) && row_lse[i] != NegInf();
           const float p = visible ? exp2f(s[i][j] * pb.scale_log2 - row_lse[i]) : 0.0f;
           ds_tile[(row_base + i) * S::kLdS + c] = p * (dp[i][j] - row_delta[i]) * pb.scale;
         }
@@ -502,8 +501,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <class S>
 constexpr size_t BackwardDkvSmemBytes() {
-  return sizeof(float) * (2 * (S::kRows + S::kCols) * S::kLd + 2 * S::kRows * S::kLdS +
-                          2 * S::kCols) +
+  return sizeof(float) *
+             (2 * (S::kRows + S::kCols) * S::kLd + 2 * S::kRows * S::kLdS + 2 * S::kCols) +
          sizeof(int) * (2 * S::kCols + kChunkTiles);
 }
 
@@ -515,13 +514,13 @@ __global__ void __launch_bounds__(kThreads)
                       const float* lse, const float* delta, Problem pb) {
   extern __shared__ float4 smem4[];
   float* k_tile = reinterpret_cast<float*>(smem4);  // [kRows][kLd]
-  float* v_tile = k_tile + S::kRows * S::kLd;         // [kRows][kLd]
-  float* q_tile = v_tile + S::kRows * S::kLd;         // [kCols][kLd]
-  float* do_tile = q_tile + S::kCols * S::kLd;        // [kCols][kLd]
-  float* p_tile = do_tile + S::kCols * S::kLd;        // [kRows][kLdS]
-  float* ds_tile = p_tile + S::kRows * S::kLdS;       // [kRows][kLdS]
-  float* q_lse_s = ds_tile + S::kRows * S::kLdS;      // [kCols], base 2
-  float* q_delta_s = q_lse_s + S::kCols;              // [kCols]
+  float* v_tile = k_tile + S::kRows * S::kLd;       // [kRows][kLd]
+  float* q_tile = v_tile + S::kRows * S::kLd;       // [kCols][kLd]
+  float* do_tile = q_tile + S::kCols * S::kLd;      // [kCols][kLd]
+  float* p_tile = do_tile + S::kCols * S::kLd;      // [kRows][kLdS]
+  float* ds_tile = p_tile + S::kRows * S::kLdS;     // [kRows][kLdS]
+  float* q_lse_s = ds_tile + S::kRows * S::kLdS;    // [kCols], base 2
+  float* q_delta_s = q_lse_s + S::kCols;            // [kCols]
   int* q_doc_s = reinterpret_cast<int*>(q_delta_s + S::kCols);
   int* q_pos_s = q_doc_s + S::kCols;
   int* flags = q_pos_s + S::kCols;
@@ -618,7 +617,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int i = 0; i < S::kRM; ++i) {
     if (!row_ok[i]) continue;
-    const int64_t offset = (static_cast<int64_t>(k0 + row_base + i) * pb.n_kv_heads + kv_head) * pb.D;
+    const int64_t offset =
+        (static_cast<int64_t>(k0 + row_base + i) * pb.n_kv_heads + kv_head) * pb.D;
 #pragma unroll
     for (int m = 0; m < S::kD / 32; ++m) {
 #pragma unroll
@@ -798,8 +798,7 @@ cudaError_t FlashAttentionForward(T* out, float* lse, const T* q, const T* k, co
   return DispatchHeadDim(shape.head_dim, [&](auto dim) {
     using S = typename Configs<decltype(dim)::value>::Forward;
     const dim3 grid(CeilDiv(pb.Tq, S::kRows), static_cast<unsigned>(pb.n_heads));
-    return Launch(ForwardKernel<T, S>, grid, ForwardSmemBytes<S>(), stream, out, lse, q, k, v,
-                  pb);
+    return Launch(ForwardKernel<T, S>, grid, ForwardSmemBytes<S>(), stream, out, lse, q, k, v, pb);
   });
 }
 
@@ -843,27 +842,27 @@ cudaError_t FlashAttentionBackward(float* dq, float* dk, float* dv, const float*
     using Dkv = typename Configs<decltype(dim)::value>::Dkv;
     using Dq = typename Configs<decltype(dim)::value>::Dq;
     const dim3 dkv_grid(CeilDiv(pb.Tk, Dkv::kRows), static_cast<unsigned>(pb.n_kv_heads));
-    cudaError_t e = Launch(BackwardDkvKernel<T, Dkv>, dkv_grid, BackwardDkvSmemBytes<Dkv>(),
-                           stream, dk, dv, dout, q, k, v, lse, delta, pb);
+    cudaError_t e = Launch(BackwardDkvKernel<T, Dkv>, dkv_grid, BackwardDkvSmemBytes<Dkv>(), stream,
+                           dk, dv, dout, q, k, v, lse, delta, pb);
     if (e != cudaSuccess) return e;
     const dim3 dq_grid(CeilDiv(pb.Tq, Dq::kRows), static_cast<unsigned>(pb.n_heads));
-    return Launch(BackwardDqKernel<T, Dq>, dq_grid, BackwardDqSmemBytes<Dq>(), stream, dq, dout,
-                  q, k, v, lse, delta, pb);
+    return Launch(BackwardDqKernel<T, Dq>, dq_grid, BackwardDqSmemBytes<Dq>(), stream, dq, dout, q,
+                  k, v, lse, delta, pb);
   });
 }
 
-#define LOOM_INSTANTIATE_FLASH_ATTENTION(T)                                                     \
-  template cudaError_t FlashAttentionForward<T>(T*, float*, const T*, const T*, const T*,       \
-                                                const DeviceSpans&, const DeviceSpans&,         \
-                                                const AttentionShape&, bool, cudaStream_t);     \
-  template cudaError_t FlashAttentionMerge<T>(T*, float*, const T*, const float*, int,          \
-                                              const AttentionShape&, cudaStream_t);             \
-  template cudaError_t FlashAttentionDelta<T>(float*, const float*, const T*, int,              \
-                                              const AttentionShape&, cudaStream_t);             \
-  template cudaError_t FlashAttentionBackward<T>(                                               \
-      float*, float*, float*, const float*, const T*, const T*, const T*, const float*,         \
-      const float*, const DeviceSpans&, const DeviceSpans&, const AttentionShape&, bool,        \
-      cudaStream_t);
+#define LOOM_INSTANTIATE_FLASH_ATTENTION(T)                                                      \
+  template cudaError_t FlashAttentionForward<T>(T*, float*, const T*, const T*, const T*,        \
+                                                const DeviceSpans&, const DeviceSpans&,          \
+                                                const AttentionShape&, bool, cudaStream_t);      \
+  template cudaError_t FlashAttentionMerge<T>(T*, float*, const T*, const float*, int,           \
+                                              const AttentionShape&, cudaStream_t);              \
+  template cudaError_t FlashAttentionDelta<T>(float*, const float*, const T*, int,               \
+                                              const AttentionShape&, cudaStream_t);              \
+  template cudaError_t FlashAttentionBackward<T>(float*, float*, float*, const float*, const T*, \
+                                                 const T*, const T*, const float*, const float*, \
+                                                 const DeviceSpans&, const DeviceSpans&,         \
+                                                 const AttentionShape&, bool, cudaStream_t);
 LOOM_INSTANTIATE_FLASH_ATTENTION(float)
 LOOM_INSTANTIATE_FLASH_ATTENTION(__nv_bfloat16)
 #undef LOOM_INSTANTIATE_FLASH_ATTENTION
