@@ -48,6 +48,7 @@
 #include "src/cuda/flash_attention.h"
 #include "src/cuda/gemm.h"
 #include "src/status_macros.h"
+#include "tests/runtime/gpu_per_rank.h"
 #endif
 
 namespace loom {
@@ -65,19 +66,8 @@ constexpr absl::Duration kTimeout = absl::Seconds(60);
 class GpuRingEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
-    const char* local_size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    const int ranks_here = local_size != nullptr ? std::atoi(local_size) : 1;
-    if (devices == 0) {
-      skip_reason = "no CUDA device visible";
-      return;
-    }
-    if (devices < ranks_here) {
-      skip_reason = absl::StrCat(devices, " CUDA device(s) visible for ", ranks_here,
-                                 " ranks on this node; NCCL needs one GPU per rank");
-      return;
-    }
+    skip_reason = test::GpuPerRankSkipReason();
+    if (!skip_reason.empty()) return;
     skip_reason = "setting up the nccl communicator or the device context failed";
     absl::StatusOr<std::unique_ptr<Communicator>> made = MakeNcclCommunicator(kTimeout);
     ASSERT_TRUE(made.ok()) << made.status();

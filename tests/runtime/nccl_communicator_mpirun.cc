@@ -10,6 +10,7 @@
 #include "runtime/nccl_communicator.h"
 #include "tests/runtime/comm_checks.h"
 #include "tests/runtime/device_staging.h"
+#include "tests/runtime/gpu_per_rank.h"
 
 namespace loom {
 namespace {
@@ -21,19 +22,8 @@ constexpr absl::Duration kTimeout = absl::Seconds(60);
 class NcclEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
-    const char* local_size = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    const int ranks_here = local_size != nullptr ? std::atoi(local_size) : 1;
-    if (devices == 0) {
-      skip_reason = "no CUDA device visible";
-      return;
-    }
-    if (devices < ranks_here) {
-      skip_reason = absl::StrCat(devices, " CUDA device(s) visible for ", ranks_here,
-                                 " ranks on this node; the nccl backend needs one GPU per rank");
-      return;
-    }
+    skip_reason = test::GpuPerRankSkipReason();
+    if (!skip_reason.empty()) return;
     absl::StatusOr<std::unique_ptr<Communicator>> comm = MakeNcclCommunicator(kTimeout);
     ASSERT_TRUE(comm.ok()) << comm.status();
     gpu = *std::move(comm);
