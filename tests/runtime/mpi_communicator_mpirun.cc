@@ -207,12 +207,16 @@ TEST(MpiCommunicator, GroupCommunicatorIsMadeByMembersOnlyAndCached) {
   if (pair.Contains(Comm().rank())) {
     const absl::Time start = absl::Now();
     ASSERT_TRUE(Comm().PrepareGroup(pair).ok());
-    const absl::Duration first = absl::Now() - start;
-    const absl::Time again = absl::Now();
-    ASSERT_TRUE(Comm().PrepareGroup(pair).ok());
-    const absl::Duration cached = absl::Now() - again;
-    EXPECT_LT(cached, first);
-    RecordProperty("group_creation_us", static_cast<int>(absl::ToInt64Microseconds(first)));
+    RecordProperty("group_creation_us",
+                   static_cast<int>(absl::ToInt64Microseconds(absl::Now() - start)));
+    // Cached: one member alone prepares the pair again and succeeds at once. Creating a fresh
+    // communicator needs its partner's handshake, which never comes here, so without the cache
+    // this call would end in kDeadlineExceeded after the timeout. (Comparing the two calls'
+    // durations instead was flaky on a loaded machine.)
+    if (Comm().rank() == 0) {
+      const absl::Status again = Comm().PrepareGroup(pair);
+      EXPECT_TRUE(again.ok()) << again;
+    }
     std::vector<int64_t> value = {Comm().rank()};
     ASSERT_TRUE(Comm().AllReduce(pair, value, ReduceOp::kSum).ok());
     EXPECT_EQ(value[0], Comm().size() - 1);
