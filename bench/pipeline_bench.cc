@@ -11,7 +11,10 @@
 // planned (`m_planned`, at least m: packing leaves some room).
 //
 // Schedules: gpipe, 1f1b, zb-h1, interleaved (2 model chunks per rank), auto (one chunk per rank,
-// chosen per step from 1f1b / zb-h1 / gpipe and four micro-batch orders by simulated step time).
+// chosen per step from 1f1b / zb-h1 / gpipe, five micro-batch orders and the chunks as planned or
+// sliced by cost (token_slicing.h), by simulated step time). m' is the replica's micro-batch
+// count as run: auto's slicing may add some. The step time (simulated, from the model and from the
+// measured actions) is printed beside the bubble: slices add fixed costs, which count as busy.
 // Bubble = idle over busy compute time until the last compute ends, all ranks
 // (SimResult::bubble_fraction; the textbook (p - 1) / m for 1F1B with equal micro-batches).
 //  - model: SimulateStep under the FLOP cost model of the bench model.
@@ -101,6 +104,8 @@ struct Result {
   int m_planned = 0;
   double bubble_model = 0.0;
   double bubble_measured = 0.0;
+  double step_model = 0.0;  // simulated step seconds
+  double step_measured = 0.0;
 };
 
 int ReplicaMicroBatches(const StepPlan& plan) {
@@ -150,8 +155,12 @@ nlohmann::json RunPipelineBench(const BenchOptions& options) {
   nlohmann::json cases = nlohmann::json::array();
   // Worst (largest) auto / 1f1b bubble ratio per preset, from the model and measured.
   std::map<std::string, double> worst_model, worst_measured;
-  std::printf("%-10s %2s %3s %4s  %-12s %-12s %12s %15s\n", "preset", "p", "m", "m'", "schedule",
-              "(chosen)", "bubble model", "bubble measured");
+  // And of the step time: slicing adds micro-batches, whose fixed costs count as busy time, so
+  // a smaller bubble is only a gain if the step is shorter too.
+  std::map<std::string, double> worst_step_model, worst_step_measured;
+  std::printf("%-10s %2s %3s %4s  %-12s %-12s %12s %15s %10s %13s\n", "preset", "p", "m", "m'",
+              "schedule", "(chosen)", "bubble model", "bubble measured", "step model",
+              "step measured");
   for (const char* preset : {"byted", "chunkflow"}) {
     for (const int p : stage_counts) {
       for (const int m : batch_sizes) {
@@ -175,13 +184,18 @@ nlohmann::json RunPipelineBench(const BenchOptions& options) {
           Result r;
           r.schedule = plan.schedule;
           r.m_planned = ReplicaMicroBatches(plan);
-          r.bubble_model = OrDie(SimulateStep(plan, cost)).bubble_fraction();
+          const SimResult model = OrDie(SimulateStep(plan, cost));
+          r.bubble_model = model.bubble_fraction();
+          r.step_model = model.step_s;
           const std::vector<std::vector<double>> measured = MeasureActions(plan, batch, config);
           SimulatorOptions replay;
           replay.measured_compute_s = &measured;
-          r.bubble_measured = OrDie(SimulateStep(plan, cost, replay)).bubble_fraction();
-          std::printf("%-10s %2d %3d %4d  %-12s %-12s %12.4f %15.4f\n", preset, p, m, r.m_planned,
-                      s.name, r.schedule.c_str(), r.bubble_model, r.bubble_measured);
+          const SimResult replayed = OrDie(SimulateStep(plan, cost, replay));
+          r.bubble_measured = replayed.bubble_fraction();
+          r.step_measured = replayed.step_s;
+          std::printf("%-10s %2d %3d %4d  %-12s %-12s %12.4f %15.4f %10.4f %13.4f\n", preset, p, m,
+                      r.m_planned, s.name, r.schedule.c_str(), r.bubble_model, r.bubble_measured,
+                      r.step_model, r.step_measured);
           std::fflush(stdout);
           cases.push_back({{"preset", preset},
                            {"schedule", s.name},
@@ -190,7 +204,9 @@ nlohmann::json RunPipelineBench(const BenchOptions& options) {
                            {"m", m},
                            {"m_planned", r.m_planned},
                            {"bubble_model", r.bubble_model},
-                           {"bubble_measured", r.bubble_measured}});
+                           {"bubble_measured", r.bubble_measured},
+                           {"step_s_model", r.step_model},
+                           {"step_s_measured", r.step_measured}});
           results[s.name] = r;
         }
         const Result& base = results.at("1f1b");
@@ -199,6 +215,10 @@ nlohmann::json RunPipelineBench(const BenchOptions& options) {
         double& wx = worst_measured[preset];
         wm = std::max(wm, chosen.bubble_model / base.bubble_model);
         wx = std::max(wx, chosen.bubble_measured / base.bubble_measured);
+        double& sm = worst_step_model[preset];
+        double& sx = worst_step_measured[preset];
+        sm = std::max(sm, chosen.step_model / base.step_model);
+        sx = std::max(sx, chosen.step_measured / base.step_measured);
       }
     }
   }
@@ -206,11 +226,19 @@ nlohmann::json RunPipelineBench(const BenchOptions& options) {
               "(measured %.3f)\n",
               worst_model["byted"], worst_measured["byted"], worst_model["chunkflow"],
               worst_measured["chunkflow"]);
+  std::printf("auto / 1f1b step time, worst case: byted %.3f (measured %.3f), chunkflow %.3f "
+              "(measured %.3f)\n",
+              worst_step_model["byted"], worst_step_measured["byted"],
+              worst_step_model["chunkflow"], worst_step_measured["chunkflow"]);
   return {{"benchmark", "pipeline"},
           {"auto_over_1f1b_byted", worst_model["byted"]},
           {"auto_over_1f1b_chunkflow", worst_model["chunkflow"]},
           {"auto_over_1f1b_byted_measured", worst_measured["byted"]},
           {"auto_over_1f1b_chunkflow_measured", worst_measured["chunkflow"]},
+          {"auto_over_1f1b_step_byted", worst_step_model["byted"]},
+          {"auto_over_1f1b_step_chunkflow", worst_step_model["chunkflow"]},
+          {"auto_over_1f1b_step_byted_measured", worst_step_measured["byted"]},
+          {"auto_over_1f1b_step_chunkflow_measured", worst_step_measured["chunkflow"]},
           {"capacity_tokens", kCapacity},
           {"cases", cases}};
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -11,20 +12,26 @@
 #include "parallel/plan_metrics.h"
 #include "parallel/simulator.h"
 #include "parallel/stage_partition.h"
+#include "parallel/token_slicing.h"
 
 namespace loom {
 namespace {
 
-// One slot of a replica: its rings and its Forward in the replica plan (null for an empty slot).
+// One slot of a replica: its rings and what its Forward in the replica plan computes (`used`
+// false for an empty slot).
 struct Slot {
   std::vector<const Action*> rings;
-  const Action* forward = nullptr;
+  bool used = false;
+  std::vector<TokenRange> tokens;
+  std::vector<TokenRange> context;
+  bool keep_activations = true;
   double seconds = 0.0;
 };
 
 struct Replica {
   std::vector<Slot> slots;
   std::vector<std::pair<int, int>> groups;  // dependent chunks: [first slot, + count)
+  std::vector<int64_t> group_sequence;        // the sequence each group holds chunks of
 };
 
 absl::StatusOr<std::vector<Replica>> ReadReplicas(const StepPlan& base, const CostModel& cost) {
@@ -58,14 +65,17 @@ absl::StatusOr<std::vector<Replica>> ReadReplicas(const StepPlan& base, const Co
         rep.slots.resize(slot + 1);
         chunk_of.resize(slot + 1, -1);
       }
-      if (rep.slots[slot].forward != nullptr) {
+      if (rep.slots[slot].used) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "replica %d runs micro-batch slot %d twice", d, a.micro_batch));
       }
       Slot& s = rep.slots[slot];
       s.rings = std::move(rings);
       rings.clear();
-      s.forward = &a;
+      s.used = true;
+      s.tokens = a.tokens;
+      s.context = a.context;
+      s.keep_activations = a.keep_activations;
       s.seconds = cost.MicroBatchSeconds(a.tokens);
       for (const TokenRange& t : a.tokens) {
         if (!ringed.contains(t.sequence_id) &&
@@ -77,11 +87,120 @@ absl::StatusOr<std::vector<Replica>> ReadReplicas(const StepPlan& base, const Co
     for (size_t i = 0; i < chunk_of.size();) {
       size_t j = i;
       while (j < chunk_of.size() && chunk_of[j] >= 0 && chunk_of[j] == chunk_of[i]) ++j;
-      if (j - i > 1) rep.groups.emplace_back(static_cast<int>(i), static_cast<int>(j - i));
+      if (j - i > 1) {
+        rep.groups.emplace_back(static_cast<int>(i), static_cast<int>(j - i));
+        rep.group_sequence.push_back(chunk_of[i]);
+      }
       i = j > i ? j : i + 1;
     }
   }
   return replicas;
+}
+
+int LastRingSlot(const Replica& rep) {
+  int last_ring = -1;
+  for (size_t i = 0; i < rep.slots.size(); ++i) {
+    if (!rep.slots[i].rings.empty()) last_ring = static_cast<int>(i);
+  }
+  return last_ring;
+}
+
+// One dependent group cut anew by SliceForPipeline (token_slicing.h), its slots appended to
+// `out`; false (nothing appended) when its chunks are not one contiguous range of the sequence
+// or the slicing would not change them. Slices are at most as long as the group's longest chunk
+// (the chunk size the base planner was given). A slice keeps its activations only if every chunk
+// it overlaps did, so it never holds more than the planned chunks. Whole documents that shared a
+// chunk's micro-batch move to one slot of their own after the slices.
+bool SliceGroup(const Replica& rep, size_t g, int stages, const CostModel& cost,
+                Replica& out) {
+  const auto [first, count] = rep.groups[g];
+  const int64_t sequence = rep.group_sequence[g];
+  struct Chunk {
+    int64_t begin, end;
+    bool keep;
+  };
+  std::vector<Chunk> chunks;
+  std::vector<TokenRange> others;
+  int64_t longest = 0;
+  for (int i = first; i < first + count; ++i) {
+    const Slot& slot = rep.slots[static_cast<size_t>(i)];
+    int found = 0;
+    for (const TokenRange& t : slot.tokens) {
+      if (t.sequence_id != sequence) {
+        others.push_back(t);
+        continue;
+      }
+      if (++found > 1 || (!chunks.empty() && t.begin != chunks.back().end)) return false;
+      chunks.push_back({t.begin, t.end, slot.keep_activations});
+      longest = std::max(longest, t.size());
+    }
+    if (found != 1) return false;
+  }
+  const TokenCuts cuts =
+      SliceForPipeline(chunks.front().begin, chunks.back().end, longest, stages, cost);
+  bool same = cuts.size() == chunks.size() + 1;
+  for (size_t i = 0; same && i < chunks.size(); ++i) same = cuts[i] == chunks[i].begin;
+  if (same) return false;
+  out.groups.emplace_back(static_cast<int>(out.slots.size()), static_cast<int>(cuts.size()) - 1);
+  out.group_sequence.push_back(sequence);
+  size_t c = 0;  // the first chunk that may overlap the next slice
+  for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+    Slot slot;
+    slot.used = true;
+    slot.tokens = {{sequence, cuts[i], cuts[i + 1]}};
+    if (cuts[i] > 0) slot.context = {{sequence, 0, cuts[i]}};
+    while (chunks[c].end <= cuts[i]) ++c;
+    for (size_t k = c; k < chunks.size() && chunks[k].begin < cuts[i + 1]; ++k) {
+      slot.keep_activations = slot.keep_activations && chunks[k].keep;
+    }
+    slot.seconds = cost.MicroBatchSeconds(slot.tokens);
+    out.slots.push_back(std::move(slot));
+  }
+  if (!others.empty()) {
+    Slot slot;
+    slot.used = true;
+    slot.tokens = std::move(others);
+    slot.seconds = cost.MicroBatchSeconds(slot.tokens);
+    out.slots.push_back(std::move(slot));
+  }
+  return true;
+}
+
+// The replicas with their dependent groups sliced for a pipeline of `stages` stages
+// (SliceGroup); empty when no group changes. Only groups after a replica's last ring slot are
+// sliced: their new slots move the slots after them, which must not include a ring's slot (a
+// ring's members meet in the same slot on every member replica).
+std::optional<std::vector<Replica>> SliceChains(const std::vector<Replica>& replicas, int stages,
+                                                const CostModel& cost) {
+  std::vector<Replica> out(replicas.size());
+  bool changed = false;
+  for (size_t d = 0; d < replicas.size(); ++d) {
+    const Replica& rep = replicas[d];
+    Replica& sliced = out[d];
+    const int last_ring = LastRingSlot(rep);
+    size_t g = 0;
+    for (size_t i = 0; i < rep.slots.size();) {
+      const bool starts_group = g < rep.groups.size() && rep.groups[g].first == static_cast<int>(i);
+      if (starts_group && static_cast<int>(i) > last_ring && SliceGroup(rep, g, stages, cost, sliced)) {
+        changed = true;
+        i += static_cast<size_t>(rep.groups[g].second);
+        ++g;
+        continue;
+      }
+      if (starts_group) {
+        sliced.groups.emplace_back(static_cast<int>(sliced.slots.size()), rep.groups[g].second);
+        sliced.group_sequence.push_back(rep.group_sequence[g]);
+        for (int k = 0; k < rep.groups[g].second; ++k) sliced.slots.push_back(rep.slots[i + k]);
+        i += static_cast<size_t>(rep.groups[g].second);
+        ++g;
+        continue;
+      }
+      sliced.slots.push_back(rep.slots[i]);
+      ++i;
+    }
+  }
+  if (!changed) return std::nullopt;
+  return out;
 }
 
 enum class Order { kPlanned, kCostliestFirst, kCheapestFirst, kCheapEnds, kGroupsFirst };
@@ -157,10 +276,7 @@ std::optional<Arrangement> Arrange(const Replica& rep, Order order) {
       std::stable_partition(items.begin(), items.end(), [](const Item& i) { return i.group; });
       break;
   }
-  int last_ring = -1;
-  for (size_t i = 0; i < rep.slots.size(); ++i) {
-    if (!rep.slots[i].rings.empty()) last_ring = static_cast<int>(i);
-  }
+  const int last_ring = LastRingSlot(rep);
   size_t next = 0;
   for (const Item& it : items) {
     if (it.group && free_positions[next] < last_ring) return std::nullopt;
@@ -213,13 +329,13 @@ absl::StatusOr<StepPlan> Build(const StepPlan& base, const std::vector<Replica>&
       for (const PipeOp& op : (*schedule)[static_cast<size_t>(k)]) {
         const int slot = slot_at[static_cast<size_t>(op.micro_batch)];
         const Slot& s = rep.slots[static_cast<size_t>(slot)];
-        if (s.forward == nullptr) continue;  // an empty slot only held its place
+        if (!s.used) continue;  // an empty slot only held its place
         const int stage = op.chunk * layout.p + k;
         Action a;
         a.micro_batch = slot;
         a.stage = stage;
-        a.tokens = s.forward->tokens;
-        a.context = s.forward->context;
+        a.tokens = s.tokens;
+        a.context = s.context;
         a.prev_rank = stage > 0 ? layout.Rank(stage - 1, d) : -1;
         a.next_rank = stage + 1 < S ? layout.Rank(stage + 1, d) : -1;
         if (op.kind == PipeOp::Kind::kF) {
@@ -231,10 +347,10 @@ absl::StatusOr<StepPlan> Build(const StepPlan& base, const std::vector<Replica>&
             actions.push_back(std::move(exchange));
           }
           a.kind = ActionKind::kForward;
-          a.keep_activations = s.forward->keep_activations;
+          a.keep_activations = s.keep_activations;
           actions.push_back(std::move(a));
         } else if (op.kind == PipeOp::Kind::kB) {
-          if (!s.forward->keep_activations) {
+          if (!s.keep_activations) {
             Action r = a;
             r.kind = ActionKind::kRecompute;
             actions.push_back(std::move(r));
@@ -296,7 +412,9 @@ absl::StatusOr<StepPlan> PlanPipeline(const StepPlan& replicas, const PipelineOp
     return plan;
   }
 
-  // auto: the shortest simulated step among the candidates within 1F1B's memory.
+  // auto: the shortest simulated step among the candidates within 1F1B's memory, each candidate
+  // with the chunks as planned and, where the replicas have dependent chunks, with them sliced by
+  // cost for the pipeline (token_slicing.h).
   std::vector<PipelineScheduleKind> kinds;
   if (options.vpp > 1) {
     kinds = {PipelineScheduleKind::kInterleaved};
@@ -304,15 +422,20 @@ absl::StatusOr<StepPlan> PlanPipeline(const StepPlan& replicas, const PipelineOp
     kinds = {PipelineScheduleKind::k1f1b, PipelineScheduleKind::kZbh1,
              PipelineScheduleKind::kGpipe};
   }
+  const std::optional<std::vector<Replica>> sliced = SliceChains(*reps, layout.p, cost);
+  std::vector<const std::vector<Replica>*> slicings = {&*reps};
+  if (sliced.has_value()) slicings.push_back(&*sliced);
   // The memory limit is what the first candidate, 1F1B (or interleaved) in planned order, needs.
   int64_t budget = replicas.activation_budget_bytes;
   std::optional<StepPlan> best;
   double best_s = std::numeric_limits<double>::infinity();
   PipelineScheduleKind best_kind = kinds.front();
   Order best_order = Order::kPlanned;
+  const std::vector<Replica>* best_slicing = slicings.front();
   bool first = true;
-  auto consider = [&](PipelineScheduleKind kind, Order order, int extra) -> absl::Status {
-    absl::StatusOr<StepPlan> plan = Build(replicas, *reps, *stages, layout, kind, order, extra);
+  auto consider = [&](const std::vector<Replica>& slicing, PipelineScheduleKind kind, Order order,
+                      int extra) -> absl::Status {
+    absl::StatusOr<StepPlan> plan = Build(replicas, slicing, *stages, layout, kind, order, extra);
     if (!plan.ok()) return plan.status();
     const int64_t peak = PeakBytes(*plan, cost);
     if (first) budget = std::max(budget, peak);
@@ -326,21 +449,26 @@ absl::StatusOr<StepPlan> PlanPipeline(const StepPlan& replicas, const PipelineOp
       best_s = sim->step_s;
       best_kind = kind;
       best_order = order;
+      best_slicing = &slicing;
       plan->activation_budget_bytes = budget;
       best = *std::move(plan);
     }
     return absl::OkStatus();
   };
-  for (const PipelineScheduleKind kind : kinds) {
-    for (const Order order : {Order::kPlanned, Order::kCostliestFirst, Order::kCheapestFirst,
-                              Order::kCheapEnds, Order::kGroupsFirst}) {
-      if (absl::Status s = consider(kind, order, 0); !s.ok()) return s;
+  for (const std::vector<Replica>* slicing : slicings) {
+    for (const PipelineScheduleKind kind : kinds) {
+      for (const Order order : {Order::kPlanned, Order::kCostliestFirst, Order::kCheapestFirst,
+                                Order::kCheapEnds, Order::kGroupsFirst}) {
+        if (absl::Status s = consider(*slicing, kind, order, 0); !s.ok()) return s;
+      }
     }
   }
   // Then more forwards in flight for the best 1F1B-like candidate, while memory allows.
   if (best_kind == PipelineScheduleKind::k1f1b || best_kind == PipelineScheduleKind::kZbh1) {
     for (const int extra : {std::max(1, options.pp / 2), options.pp, 2 * options.pp}) {
-      if (absl::Status s = consider(best_kind, best_order, extra); !s.ok()) return s;
+      if (absl::Status s = consider(*best_slicing, best_kind, best_order, extra); !s.ok()) {
+        return s;
+      }
     }
   }
   if (!best.has_value()) {

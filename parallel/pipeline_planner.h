@@ -11,8 +11,12 @@
 // textbook schedules do not plan for. `auto` chooses for each step the schedule and the order of
 // each replica's micro-batches that give the shortest simulated step (simulator.h) within the
 // memory that 1F1B needs: candidates are every schedule that fits the chunk count, each with the
-// micro-batches in planned order, costliest first, cheapest first, and with the two cheapest at
-// the ends (they set the pipeline's fill and drain) and the others costliest first.
+// micro-batches in planned order, costliest first, cheapest first, with the two cheapest at the
+// ends (they set the pipeline's fill and drain) and the others costliest first, and with the
+// dependent chunks first. Where a replica has a long sequence's dependent chunks, every candidate
+// is also tried with those chunks cut anew by cost for the pipeline (token_slicing.h: more,
+// shorter slices toward the sequence's end, none longer than the planned chunks, none keeping
+// activations the planned chunks dropped).
 //
 // What may move and what may not: a ring's micro-batch keeps its slot position on every member
 // replica (members meet it at the same point of their schedules, so ranks of different replicas

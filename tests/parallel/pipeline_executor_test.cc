@@ -8,13 +8,15 @@
 #include <omp.h>
 
 #include <cstdio>
-#include <string>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "parallel/plan_metrics.h"
 #include "parallel/plan_validator.h"
 #include "parallel/planner.h"
+#include "parallel/simulator.h"
 #include "parallel/step_executor.h"
 #include "runtime/local_world.h"
 #include "tests/parallel/plan_equivalence.h"
@@ -125,6 +127,111 @@ std::vector<Case> AllCases() {
 
 INSTANTIATE_TEST_SUITE_P(Schedules, PipelineExecutorTest, ::testing::ValuesIn(AllCases()),
                          [](const auto& info) { return Name(info.param); });
+
+// auto may cut a long sequence's dependent chunks anew by cost (token_slicing.h). With a cost
+// model of a CPU rank (slow arithmetic, small fixed cost per micro-batch), a batch that one long
+// sequence dominates is sliced: more micro-batches than the planned chunks, the last slice
+// shorter than the first, the step shorter than the chunks as planned under the schedule auto
+// chose. The sliced plan then runs with loss and every gradient equal to one rank's, for ChunkFlow
+// (K = 1: slices over dropped chunks are recomputed) and for HDP with chunks over 2 replicas,
+// where the other replica's ring slots must keep their places.
+TEST(PipelineExecutorTest, AutoSlicesLongSequencesByCostAndMatchesSingleRank) {
+  const ModelConfig config = test::PipelineTestModel();
+  HardwareSpec cpu;
+  cpu.peak_flops = 2e9;
+  cpu.efficiency = 1.0;
+  cpu.layer_overhead_s = 2e-6;
+  const CostModel cost = CostModel::FromModelConfig(config, cpu);
+  struct Sliced {
+    const char* base;
+    int pp;
+    int replicas;
+    int64_t chunk_size;
+  };
+  int sliced_plans = 0;
+  for (const Sliced k : {Sliced{"chunkflow", 2, 1, 40}, Sliced{"chunkflow", 4, 1, 40},
+                         Sliced{"hdp+chunks", 2, 2, 20}, Sliced{"hdp+chunks", 2, 2, 40}}) {
+    const bool chunkflow = std::string(k.base) == "chunkflow";
+    // HDP with chunks: the 80-token sequence is the costlier half of the batch and rings over the
+    // two replicas; the 64-token one runs as chunks on one of them after its ring slots.
+    const std::vector<SequenceSpec> sequences =
+        chunkflow ? std::vector<SequenceSpec>{{0, 240}, {1, 12}, {2, 7}, {3, 30}}
+                  : std::vector<SequenceSpec>{{0, 80}, {1, 64}, {2, 10}, {3, 5}, {4, 1}};
+    PlannerOptions options;
+    options.world_size = k.pp * k.replicas;
+    options.capacity_tokens = 40;
+    if (chunkflow) {
+      options.kind = PlannerKind::kChunkFlow;
+      options.chunk_keep = 1;
+    } else {
+      options.kind = PlannerKind::kHdp;
+      options.chunk_size = k.chunk_size;
+    }
+    options.pipeline = {k.pp, 1, std::nullopt};
+    const StepPlan plan = *PlanStep(sequences, options, cost);
+    ASSERT_TRUE(ValidatePlan(plan, cost).ok()) << ValidatePlan(plan, cost);
+    // The same schedule over the chunks as planned.
+    options.pipeline.schedule = *ParsePipelineScheduleKind(plan.schedule);
+    const StepPlan planned = *PlanStep(sequences, options, cost);
+    auto forwards = [](const StepPlan& p) {
+      int n = 0;
+      for (const RankPlan& r : p.ranks) {
+        for (const Action& a : r.actions) n += a.kind == ActionKind::kForward && a.stage == 0;
+      }
+      return n;
+    };
+    const std::string what = std::string(k.base) + " pp " + std::to_string(k.pp) + " chunk size " +
+                             std::to_string(k.chunk_size);
+    const double step_s = SimulateStep(plan, cost)->step_s;
+    const double planned_s = SimulateStep(planned, cost)->step_s;
+    std::printf("%s: %s, %d micro-batches (planned %d), step %.4f s (planned %.4f s), %d rings\n",
+                what.c_str(), plan.schedule.c_str(), forwards(plan), forwards(planned), step_s,
+                planned_s, MeasurePlan(plan, cost).rings);
+    EXPECT_GT(forwards(plan), forwards(planned)) << what << ": the long sequence was not sliced";
+    EXPECT_LT(step_s, planned_s) << what;
+    if (!chunkflow) {
+      EXPECT_GT(MeasurePlan(plan, cost).rings, 0) << what;
+    }
+    // Each chunked sequence's slices after its first, at stage 0 in forward order (those with a
+    // context; the first slice ends where the second's context does): toward the end of the
+    // sequence they are shorter, and none is longer than a planned chunk.
+    std::map<int64_t, std::vector<TokenRange>> slices;
+    for (const RankPlan& r : plan.ranks) {
+      for (const Action& a : r.actions) {
+        if (a.kind != ActionKind::kForward || a.stage != 0 || a.context.empty()) continue;
+        slices[a.context.front().sequence_id].push_back(a.tokens.front());
+      }
+    }
+    ASSERT_FALSE(slices.empty()) << what;
+    for (const auto& [sequence, ranges] : slices) {
+      const int64_t first_size = ranges.front().begin;
+      EXPECT_GT(first_size, ranges.back().size()) << what << " sequence " << sequence;
+      EXPECT_LE(first_size, k.chunk_size) << what;
+      for (const TokenRange& t : ranges) {
+        EXPECT_EQ(t.sequence_id, sequence) << what;
+        EXPECT_LE(t.size(), k.chunk_size) << what;
+      }
+    }
+    ++sliced_plans;
+
+    const PackedBatch batch = test::RandomPackedBatch(sequences, config.vocab_size, 5);
+    const test::Reference want = test::SingleRank(config, 5, batch);
+    std::unique_ptr<LocalWorld> local = *LocalWorld::Create(plan.world_size(), absl::Seconds(60));
+    const absl::Status status = local->Run([&](Communicator& comm) -> absl::Status {
+      omp_set_num_threads(1);
+      absl::StatusOr<std::unique_ptr<Model>> model = Model::Create(config);
+      if (!model.ok()) return model.status();
+      (*model)->InitWeights(5);
+      absl::StatusOr<StepOutcome> outcome = ExecuteStep(comm, plan, batch, **model);
+      if (!outcome.ok()) return outcome.status();
+      test::ExpectMatches(want, outcome->loss_sum, (*model)->grads(),
+                          what + " rank " + std::to_string(comm.rank()));
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(status.ok()) << what << ": " << status;
+  }
+  EXPECT_EQ(sliced_plans, 4);
+}
 
 // Memory on every pipeline rank: the allocator's peak during the step (above the weights and
 // gradients held before) against the plan's prediction (MeasurePlan, what the validator checks
