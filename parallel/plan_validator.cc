@@ -1,7 +1,10 @@
 #include "parallel/plan_validator.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <string>
@@ -38,7 +41,58 @@ std::string Range(const TokenRange& r) {
   return absl::StrFormat("sequence %d tokens [%d, %d)", r.sequence_id, r.begin, r.end);
 }
 
-using SequenceIndex = std::unordered_map<int64_t, size_t>;
+// Sequence id -> its place in the batch. The validator looks up the sequence of every token range
+// of the plan (about 100 million of them for 12,288 GPUs), so ids that fill a short span, as the
+// planners' 0, 1, 2, ... do, are looked up in a table indexed by id rather than hashed; sparse
+// ids fall back to a hash map.
+class SequenceIndex {
+ public:
+  explicit SequenceIndex(const std::vector<SequenceSpec>& sequences) {
+    if (sequences.empty()) return;
+    const auto [lowest, highest] = std::minmax_element(
+        sequences.begin(), sequences.end(),
+        [](const SequenceSpec& x, const SequenceSpec& y) { return x.id < y.id; });
+    // Unsigned, so that the span of any two int64 ids is exact.
+    const uint64_t span = static_cast<uint64_t>(highest->id) - static_cast<uint64_t>(lowest->id);
+    if (span < 4 * static_cast<uint64_t>(sequences.size())) {
+      lowest_ = lowest->id;
+      table_.assign(span + 1, kAbsent);
+    }
+  }
+
+  // Records that `id` sits at `place`; false if the id was recorded before.
+  bool Add(int64_t id, size_t place) {
+    if (table_.empty()) return sparse_.emplace(id, place).second;
+    size_t& slot = table_[Offset(id)];
+    if (slot != kAbsent) return false;
+    slot = place;
+    return true;
+  }
+
+  // The place of `id`, or nullopt for an id not in the batch.
+  std::optional<size_t> Find(int64_t id) const {
+    if (table_.empty()) {
+      auto it = sparse_.find(id);
+      return it == sparse_.end() ? std::nullopt : std::optional<size_t>(it->second);
+    }
+    const uint64_t offset = Offset(id);
+    if (offset >= table_.size() || table_[offset] == kAbsent) return std::nullopt;
+    return table_[offset];
+  }
+
+  // The place of an id known to be in the batch (CheckShape has looked up every range's).
+  size_t At(int64_t id) const { return *Find(id); }
+
+ private:
+  static constexpr size_t kAbsent = ~size_t{0};
+  uint64_t Offset(int64_t id) const {
+    return static_cast<uint64_t>(id) - static_cast<uint64_t>(lowest_);
+  }
+
+  int64_t lowest_ = 0;
+  std::vector<size_t> table_;  // by id - lowest_; empty when the ids are sparse
+  std::unordered_map<int64_t, size_t> sparse_;
+};
 
 absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
   if (plan.ranks.empty()) return absl::InvalidArgumentError("plan has no ranks");
@@ -49,7 +103,7 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
           absl::StrFormat("sequence %d has length %d; every sequence needs a token", s.id,
                           s.length));
     }
-    if (!index->emplace(s.id, i).second) {
+    if (!index->Add(s.id, i)) {
       return absl::InvalidArgumentError(absl::StrFormat("sequence id %d appears twice", s.id));
     }
   }
@@ -106,19 +160,32 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
               Where(rank, i, a), a.prev_rank, a.next_rank, a.stage, stages, world));
         }
       }
-      std::vector<TokenRange> ranges = a.tokens;
-      ranges.insert(ranges.end(), a.context.begin(), a.context.end());
-      for (const TokenRange& r : ranges) {
-        auto it = index->find(r.sequence_id);
-        if (it == index->end()) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "%s: sequence %d is not in the batch", Where(rank, i, a), r.sequence_id));
-        }
-        const int64_t length = plan.sequences[it->second].length;
-        if (r.begin < 0 || r.begin >= r.end || r.end > length) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "%s: %s is not a non-empty range of its %d tokens", Where(rank, i, a), Range(r),
-              length));
+      // A Backward or Recompute pairs with the open Forward of its micro-batch and stage, whose
+      // token ranges it must repeat.
+      auto open = open_forwards.end();
+      if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kRecompute) {
+        open = open_forwards.find(KeyOf(a));
+      }
+      const bool repeats_forward = open != open_forwards.end() &&
+                                   actions[open->second].tokens == a.tokens &&
+                                   actions[open->second].context == a.context;
+      // Ranges that repeat the Forward's were checked with it; looking them up again would add
+      // half again to the largest plans' work.
+      if (!repeats_forward) {
+        for (const std::vector<TokenRange>* ranges : {&a.tokens, &a.context}) {
+          for (const TokenRange& r : *ranges) {
+            const std::optional<size_t> s = index->Find(r.sequence_id);
+            if (!s.has_value()) {
+              return absl::InvalidArgumentError(absl::StrFormat(
+                  "%s: sequence %d is not in the batch", Where(rank, i, a), r.sequence_id));
+            }
+            const int64_t length = plan.sequences[*s].length;
+            if (r.begin < 0 || r.begin >= r.end || r.end > length) {
+              return absl::InvalidArgumentError(absl::StrFormat(
+                  "%s: %s is not a non-empty range of its %d tokens", Where(rank, i, a), Range(r),
+                  length));
+            }
+          }
         }
       }
       switch (a.kind) {
@@ -131,18 +198,17 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
           break;
         case ActionKind::kBackward:
         case ActionKind::kRecompute: {
-          auto it = open_forwards.find(KeyOf(a));
-          if (it == open_forwards.end()) {
+          if (open == open_forwards.end()) {
             return absl::InvalidArgumentError(absl::StrFormat(
                 "%s: %s without an earlier forward", Where(rank, i, a), ActionKindName(a.kind)));
           }
-          const Action& forward = actions[it->second];
-          if (forward.tokens != a.tokens || forward.context != a.context ||
-              forward.prev_rank != a.prev_rank || forward.next_rank != a.next_rank) {
+          const Action& forward = actions[open->second];
+          if (!repeats_forward || forward.prev_rank != a.prev_rank ||
+              forward.next_rank != a.next_rank) {
             return absl::InvalidArgumentError(absl::StrFormat(
                 "%s: tokens, context or neighbouring ranks differ from those of its forward "
                 "(action %d)",
-                Where(rank, i, a), it->second));
+                Where(rank, i, a), open->second));
           }
           // Dropped activations come back by exactly one Recompute, kept ones need none.
           const bool recomputed = recomputes.contains(KeyOf(a));
@@ -161,7 +227,7 @@ absl::Status CheckShape(const StepPlan& plan, SequenceIndex* index) {
                 Where(rank, i, a)));
           }
           if (a.defer_weight_grads) deferred[KeyOf(a)] = i;
-          open_forwards.erase(it);
+          open_forwards.erase(open);
           break;
         }
         case ActionKind::kWeightGrad: {
@@ -488,68 +554,171 @@ absl::Status CheckDeadlock(const StepPlan& plan) {
   return absl::OkStatus();
 }
 
-struct Piece {
-  size_t sequence;
-  int64_t begin;
-  int64_t end;
-  int rank;
-  size_t action;
-};
-
-absl::Status CheckCoverage(const StepPlan& plan, const SequenceIndex& index, ActionKind kind,
-                           int stage) {
-  std::vector<Piece> pieces;
+// Names the first fault in the forward pieces of `sequence` on `stage`, which CheckCoverage found
+// not to cover it exactly once: the plan is scanned again for them, this time with the ranks and
+// actions that compute them, and walked in order of their first tokens (ties in plan order).
+absl::Status CoverageError(const StepPlan& plan, int stage, size_t sequence) {
+  struct Placed {
+    int64_t begin;
+    int64_t end;
+    int rank;
+    size_t action;
+  };
+  const SequenceSpec& seq = plan.sequences[sequence];
+  std::vector<Placed> pieces;
   for (int rank = 0; rank < plan.world_size(); ++rank) {
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
     for (size_t i = 0; i < actions.size(); ++i) {
-      if (actions[i].kind != kind || actions[i].stage != stage) continue;
+      if (actions[i].kind != ActionKind::kForward || actions[i].stage != stage) continue;
       for (const TokenRange& r : actions[i].tokens) {
-        pieces.push_back({index.at(r.sequence_id), r.begin, r.end, rank, i});
+        if (r.sequence_id == seq.id) pieces.push_back({r.begin, r.end, rank, i});
       }
     }
   }
-  std::sort(pieces.begin(), pieces.end(), [](const Piece& x, const Piece& y) {
-    return std::tie(x.sequence, x.begin) < std::tie(y.sequence, y.begin);
-  });
-  const std::string pass = plan.stages.empty()
-                               ? std::string(ActionKindName(kind))
-                               : absl::StrFormat("%s of stage %d", ActionKindName(kind), stage);
-  size_t p = 0;
-  for (size_t s = 0; s < plan.sequences.size(); ++s) {
-    const SequenceSpec& seq = plan.sequences[s];
-    int64_t covered = 0;
-    const Piece* last = nullptr;
-    for (; p < pieces.size() && pieces[p].sequence == s; ++p) {
-      const Piece& piece = pieces[p];
-      if (piece.begin < covered) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "sequence %d tokens [%d, %d) are computed twice in the %s: by rank %d action %d and "
-            "rank %d action %d",
-            seq.id, piece.begin, std::min(covered, piece.end), pass, last->rank, last->action,
-            piece.rank, piece.action));
-      }
-      if (piece.begin > covered) break;
-      covered = piece.end;
-      last = &piece;
+  std::stable_sort(pieces.begin(), pieces.end(),
+                   [](const Placed& x, const Placed& y) { return x.begin < y.begin; });
+  const std::string pass =
+      plan.stages.empty() ? std::string(ActionKindName(ActionKind::kForward))
+                          : absl::StrFormat("%s of stage %d", ActionKindName(ActionKind::kForward),
+                                            stage);
+  int64_t covered = 0;
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    const Placed& piece = pieces[p];
+    if (piece.begin < covered) {
+      // Not the first piece: ranges begin at token 0 or later (CheckShape).
+      const Placed& last = pieces[p - 1];
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "sequence %d tokens [%d, %d) are computed twice in the %s: by rank %d action %d and "
+          "rank %d action %d",
+          seq.id, piece.begin, std::min(covered, piece.end), pass, last.rank, last.action,
+          piece.rank, piece.action));
     }
-    if (covered < seq.length) {
-      const int64_t gap_end =
-          p < pieces.size() && pieces[p].sequence == s ? pieces[p].begin : seq.length;
+    if (piece.begin > covered) {
       return absl::InvalidArgumentError(
           absl::StrFormat("sequence %d tokens [%d, %d) are never computed in the %s", seq.id,
-                          covered, gap_end, pass));
+                          covered, piece.begin, pass));
+    }
+    covered = piece.end;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "sequence %d tokens [%d, %d) are never computed in the %s", seq.id, covered, seq.length,
+      pass));
+}
+
+// Every token of the batch is computed exactly once by the Forwards of each stage. (A Backward
+// repeats the tokens of its Forward, one for one, as CheckShape made sure, so the backward pass
+// computes each token once exactly when the forward does.)
+//
+// A large plan has tens of millions of pieces but only a handful per sequence: they are grouped by
+// sequence with a counting sort into one buffer, which is reused by every stage, and sorted within
+// a sequence only. At that size the buffer's fresh memory costs more than the check, so a piece
+// holds its bounds only, as `Token`: uint32_t when every sequence of the batch is shorter than
+// 2^32 tokens (any real batch), halving it; int64_t otherwise. Which rank and action hold a piece
+// is looked up again only to name a fault.
+template <typename Token>
+absl::Status CheckCoverage(const StepPlan& plan, const SequenceIndex& index) {
+  struct Piece {
+    Token begin;
+    Token end;
+  };
+  const size_t sequences = plan.sequences.size();
+  std::vector<size_t> first(sequences + 1);  // sequence s's pieces: [first[s], first[s + 1])
+  std::vector<size_t> next(sequences);       // where its next piece goes while grouping
+  std::vector<Piece> pieces;
+  for (int stage = 0; stage < plan.num_stages(); ++stage) {
+    // Calls visit(sequence, range) for every piece of the stage's Forwards, in plan order.
+    auto for_each_piece = [&](auto&& visit) {
+      for (const RankPlan& rank : plan.ranks) {
+        for (const Action& a : rank.actions) {
+          if (a.kind != ActionKind::kForward || a.stage != stage) continue;
+          for (const TokenRange& r : a.tokens) visit(index.At(r.sequence_id), r);
+        }
+      }
+    };
+    std::fill(first.begin(), first.end(), 0);
+    for_each_piece([&](size_t s, const TokenRange&) { ++first[s + 1]; });
+    std::partial_sum(first.begin(), first.end(), first.begin());
+    std::copy(first.begin(), first.end() - 1, next.begin());
+    pieces.resize(first.back());
+    for_each_piece([&](size_t s, const TokenRange& r) {
+      pieces[next[s]++] = {static_cast<Token>(r.begin), static_cast<Token>(r.end)};
+    });
+    for (size_t s = 0; s < sequences; ++s) {
+      // Exactly once: in order of their first tokens, each piece begins where the one before
+      // ends, the first at token 0, and the last ends at the sequence's end. (Two pieces that
+      // begin together fail whichever comes first, so ties need no order here.)
+      const auto begin = pieces.begin() + static_cast<std::ptrdiff_t>(first[s]);
+      const auto end = pieces.begin() + static_cast<std::ptrdiff_t>(first[s + 1]);
+      std::sort(begin, end, [](const Piece& x, const Piece& y) { return x.begin < y.begin; });
+      int64_t covered = 0;
+      auto p = begin;
+      for (; p != end && static_cast<int64_t>(p->begin) == covered; ++p) covered = p->end;
+      if (p != end || covered != plan.sequences[s].length) return CoverageError(plan, stage, s);
     }
   }
   return absl::OkStatus();
 }
 
+// The ring shares of a Forward's micro-batch: the tokens of the RingExchange actions right before
+// it (CheckShape made sure of that), to tell the Forward's ring pieces from a chunk.
+class RingShares {
+ public:
+  RingShares(const std::vector<Action>& actions, size_t forward)
+      : actions_(actions), end_(forward), first_(forward) {
+    while (first_ > 0 && actions[first_ - 1].kind == ActionKind::kRingExchange) --first_;
+    exchange_ = first_;
+    SkipEmptyExchanges();
+  }
+
+  // Whether `r` is the share after the last one matched, in the exchanges' order. The planners
+  // list a Forward's ring pieces in that order, so this answers for nearly every piece without a
+  // search (a large plan has tens of millions of them).
+  bool MatchesNext(const TokenRange& r) {
+    if (exchange_ == end_ || actions_[exchange_].tokens[share_] != r) return false;
+    ++share_;
+    SkipEmptyExchanges();
+    return true;
+  }
+
+  // Whether `r` is any of the shares.
+  bool Contains(const TokenRange& r) {
+    auto less = [](const TokenRange& x, const TokenRange& y) {
+      return std::tie(x.sequence_id, x.begin, x.end) < std::tie(y.sequence_id, y.begin, y.end);
+    };
+    if (!sorted_ready_) {
+      for (size_t e = first_; e < end_; ++e) {
+        sorted_.insert(sorted_.end(), actions_[e].tokens.begin(), actions_[e].tokens.end());
+      }
+      std::sort(sorted_.begin(), sorted_.end(), less);
+      sorted_ready_ = true;
+    }
+    return std::binary_search(sorted_.begin(), sorted_.end(), r, less);
+  }
+
+ private:
+  void SkipEmptyExchanges() {
+    while (exchange_ < end_ && share_ == actions_[exchange_].tokens.size()) {
+      ++exchange_;
+      share_ = 0;
+    }
+  }
+
+  const std::vector<Action>& actions_;
+  size_t end_;       // the Forward
+  size_t first_;     // its first RingExchange (end_ when it has none)
+  size_t exchange_;  // the next share to match: actions_[exchange_].tokens[share_]
+  size_t share_ = 0;
+  std::vector<TokenRange> sorted_;  // made on the first search
+  bool sorted_ready_ = false;
+};
+
 // A sequence held by more than one rank needs its K/V to reach every holder: all of its pieces must
 // travel one ring.
 absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& index) {
-  // Every stage has rings of its own: (sequence id, stage) -> ring id, keyed as
-  // sequence * stages + stage.
-  const int64_t stages = plan.num_stages();
-  std::unordered_map<int64_t, int> carrier;
+  // Every stage has rings of its own: (sequence, stage) -> ring id, at sequence * stages + stage;
+  // -1 until a ring carries it (ring ids are not negative: CheckShape).
+  const size_t stages = static_cast<size_t>(plan.num_stages());
+  std::vector<int> carrier(plan.sequences.size() * stages, -1);
   for (int rank = 0; rank < plan.world_size(); ++rank) {
     for (const Action& a : plan.ranks[static_cast<size_t>(rank)].actions) {
       if (a.kind != ActionKind::kRingExchange) continue;
@@ -557,11 +726,13 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
       for (const TokenRange& r : a.tokens) {
         if (r.sequence_id == previous) continue;  // a sequence's pieces sit side by side
         previous = r.sequence_id;
-        auto [it, fresh] = carrier.emplace(r.sequence_id * stages + a.stage, a.ring_id);
-        if (!fresh && it->second != a.ring_id) {
+        int& ring = carrier[index.At(r.sequence_id) * stages + static_cast<size_t>(a.stage)];
+        if (ring < 0) {
+          ring = a.ring_id;
+        } else if (ring != a.ring_id) {
           return absl::InvalidArgumentError(absl::StrFormat(
               "sequence %d travels two rings (%d and %d); its pieces must share one ring",
-              r.sequence_id, it->second, a.ring_id));
+              r.sequence_id, ring, a.ring_id));
         }
       }
     }
@@ -573,51 +744,45 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
   // Each stage of a pipeline holds its own K/V state, so the rules hold per stage.
   for (int rank = 0; rank < plan.world_size(); ++rank) {
     const std::vector<Action>& actions = plan.ranks[static_cast<size_t>(rank)].actions;
-    // Each micro-batch's ring shares: the RingExchange actions right before its Forward (which
-    // CheckShape made sure of), as sorted (sequence, begin, end).
-    std::map<SlotStage, std::vector<std::tuple<int64_t, int64_t, int64_t>>> shares;
-    for (size_t i = 0; i < actions.size(); ++i) {
-      if (actions[i].kind != ActionKind::kForward) continue;
-      auto& mine = shares[KeyOf(actions[i])];
-      for (size_t e = i; e-- > 0 && actions[e].kind == ActionKind::kRingExchange;) {
-        for (const TokenRange& r : actions[e].tokens) mine.emplace_back(r.sequence_id, r.begin, r.end);
-      }
-      std::sort(mine.begin(), mine.end());
-    }
     for (int stage = 0; stage < plan.num_stages(); ++stage) {
-      // The micro-batch's one chunk, if any, checked against its context.
+      // A Forward's one chunk, if any, checked against its context.
       auto chunk_of = [&](size_t i) -> absl::StatusOr<std::optional<TokenRange>> {
         const Action& a = actions[i];
-        const auto& carried = shares[KeyOf(a)];
-        std::vector<TokenRange> chunks;
+        RingShares shares(actions, i);
+        std::optional<TokenRange> chunk;
+        bool more = false;  // a second chunk
         for (const TokenRange& r : a.tokens) {
-          const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
-          if (r.size() == length) continue;
-          if (std::binary_search(carried.begin(), carried.end(),
-                                 std::make_tuple(r.sequence_id, r.begin, r.end))) {
-            continue;
+          if (shares.MatchesNext(r)) continue;
+          const int64_t length = plan.sequences[index.At(r.sequence_id)].length;
+          if (r.size() == length || shares.Contains(r)) continue;
+          if (chunk.has_value()) {
+            more = true;
+          } else {
+            chunk = r;
           }
-          chunks.push_back(r);
         }
-        if (chunks.empty()) {
+        if (!chunk.has_value()) {
           if (!a.context.empty()) {
             return absl::InvalidArgumentError(
                 absl::StrFormat("%s: has a context but no chunk", Where(rank, i, a)));
           }
           return std::nullopt;
         }
-        const TokenRange& r = chunks.front();
+        const TokenRange& r = *chunk;
         const std::vector<TokenRange> want =
             r.begin == 0 ? std::vector<TokenRange>{} : std::vector<TokenRange>{{r.sequence_id, 0, r.begin}};
-        if (chunks.size() > 1 || a.context != want) {
+        if (more || a.context != want) {
           return absl::InvalidArgumentError(absl::StrFormat(
               "%s: computes %s of %d outside any ring, so it must be the micro-batch's one chunk "
               "with the sequence's earlier tokens [0, %d) as its context",
-              Where(rank, i, a), Range(r), plan.sequences[index.at(r.sequence_id)].length,
+              Where(rank, i, a), Range(r), plan.sequences[index.At(r.sequence_id)].length,
               r.begin));
         }
-        return r;
+        return chunk;
       };
+      // Micro-batch -> its Forward's chunk on this stage. Its Backward has the same tokens and
+      // context (CheckShape), hence the same chunk.
+      std::map<int, std::optional<TokenRange>> chunk_in_slot;
       std::unordered_map<int64_t, int64_t> forwarded;    // sequence id -> forwarded up to token
       std::unordered_map<int64_t, size_t> first, last;   // sequence id -> first, last chunk forward
       std::unordered_map<int64_t, TokenRange> first_range;
@@ -625,6 +790,7 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
         if (actions[i].kind != ActionKind::kForward || actions[i].stage != stage) continue;
         absl::StatusOr<std::optional<TokenRange>> chunk = chunk_of(i);
         if (!chunk.ok()) return chunk.status();
+        chunk_in_slot[actions[i].micro_batch] = *chunk;
         if (!chunk->has_value()) continue;
         const TokenRange& r = **chunk;
         int64_t& done = forwarded[r.sequence_id];
@@ -632,7 +798,7 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
           return absl::InvalidArgumentError(absl::StrFormat(
               "%s: computes %s of %d outside any ring, but this rank's earlier chunks of it end at "
               "token %d",
-              Where(rank, i, actions[i]), Range(r), plan.sequences[index.at(r.sequence_id)].length,
+              Where(rank, i, actions[i]), Range(r), plan.sequences[index.At(r.sequence_id)].length,
               done));
         }
         if (r.begin == 0) {
@@ -643,7 +809,7 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
         done = r.end;
       }
       for (const auto& [sequence, done] : forwarded) {
-        const int64_t length = plan.sequences[index.at(sequence)].length;
+        const int64_t length = plan.sequences[index.At(sequence)].length;
         if (done != length) {
           const size_t i = first.at(sequence);
           return absl::InvalidArgumentError(absl::StrFormat(
@@ -655,11 +821,10 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
       std::unordered_map<int64_t, int64_t> backward;  // sequence id -> backwards done down to token
       for (size_t i = 0; i < actions.size(); ++i) {
         if (actions[i].kind != ActionKind::kBackward || actions[i].stage != stage) continue;
-        absl::StatusOr<std::optional<TokenRange>> chunk = chunk_of(i);
-        if (!chunk.ok()) return chunk.status();
-        if (!chunk->has_value()) continue;
-        const TokenRange& r = **chunk;
-        const int64_t length = plan.sequences[index.at(r.sequence_id)].length;
+        const std::optional<TokenRange>& chunk = chunk_in_slot.at(actions[i].micro_batch);
+        if (!chunk.has_value()) continue;
+        const TokenRange& r = *chunk;
+        const int64_t length = plan.sequences[index.At(r.sequence_id)].length;
         if (i < last.at(r.sequence_id)) {
           return absl::InvalidArgumentError(absl::StrFormat(
               "%s: the backward of chunk %s of %d comes before this rank has run every chunk of the "
@@ -676,7 +841,7 @@ absl::Status CheckSplitSequences(const StepPlan& plan, const SequenceIndex& inde
         it->second = r.begin;
       }
     }
-    }
+  }
   return absl::OkStatus();
 }
 
@@ -704,18 +869,19 @@ absl::Status CheckMemory(const StepPlan& plan, const CostModel& cost) {
 }  // namespace
 
 absl::Status ValidatePlan(const StepPlan& plan, const CostModel& cost) {
-  SequenceIndex index;
+  SequenceIndex index(plan.sequences);
   if (absl::Status s = CheckStages(plan, cost); !s.ok()) return s;
   if (absl::Status s = CheckShape(plan, &index); !s.ok()) return s;
   std::map<int, RingRecord> rings;
   if (absl::Status s = CheckRings(plan, &rings); !s.ok()) return s;
   if (absl::Status s = CheckStageMessages(plan); !s.ok()) return s;
   if (absl::Status s = CheckDeadlock(plan); !s.ok()) return s;
-  for (int stage = 0; stage < plan.num_stages(); ++stage) {
-    for (const ActionKind kind : {ActionKind::kForward, ActionKind::kBackward}) {
-      if (absl::Status s = CheckCoverage(plan, index, kind, stage); !s.ok()) return s;
-    }
-  }
+  int64_t longest = 0;
+  for (const SequenceSpec& s : plan.sequences) longest = std::max(longest, s.length);
+  const absl::Status coverage =
+      longest <= std::numeric_limits<uint32_t>::max() ? CheckCoverage<uint32_t>(plan, index)
+                                                       : CheckCoverage<int64_t>(plan, index);
+  if (!coverage.ok()) return coverage;
   if (absl::Status s = CheckSplitSequences(plan, index); !s.ok()) return s;
   return CheckMemory(plan, cost);
 }
