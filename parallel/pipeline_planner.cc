@@ -111,8 +111,7 @@ int LastRingSlot(const Replica& rep) {
 // (the chunk size the base planner was given). A slice keeps its activations only if every chunk
 // it overlaps did, so it never holds more than the planned chunks. Whole documents that shared a
 // chunk's micro-batch move to one slot of their own after the slices.
-bool SliceGroup(const Replica& rep, size_t g, int stages, const CostModel& cost,
-                Replica& out) {
+bool SliceGroup(const Replica& rep, size_t g, int stages, const CostModel& cost, Replica& out) {
   const auto [first, count] = rep.groups[g];
   const int64_t sequence = rep.group_sequence[g];
   struct Chunk {
@@ -180,23 +179,21 @@ std::optional<std::vector<Replica>> SliceChains(const std::vector<Replica>& repl
     const int last_ring = LastRingSlot(rep);
     size_t g = 0;
     for (size_t i = 0; i < rep.slots.size();) {
-      const bool starts_group = g < rep.groups.size() && rep.groups[g].first == static_cast<int>(i);
-      if (starts_group && static_cast<int>(i) > last_ring && SliceGroup(rep, g, stages, cost, sliced)) {
+      if (g == rep.groups.size() || rep.groups[g].first != static_cast<int>(i)) {
+        sliced.slots.push_back(rep.slots[i++]);
+        continue;
+      }
+      const int count = rep.groups[g].second;
+      if (static_cast<int>(i) > last_ring && SliceGroup(rep, g, stages, cost, sliced)) {
         changed = true;
-        i += static_cast<size_t>(rep.groups[g].second);
-        ++g;
-        continue;
-      }
-      if (starts_group) {
-        sliced.groups.emplace_back(static_cast<int>(sliced.slots.size()), rep.groups[g].second);
+      } else {
+        sliced.groups.emplace_back(static_cast<int>(sliced.slots.size()), count);
         sliced.group_sequence.push_back(rep.group_sequence[g]);
-        for (int k = 0; k < rep.groups[g].second; ++k) sliced.slots.push_back(rep.slots[i + k]);
-        i += static_cast<size_t>(rep.groups[g].second);
-        ++g;
-        continue;
+        sliced.slots.insert(sliced.slots.end(), rep.slots.begin() + static_cast<std::ptrdiff_t>(i),
+                            rep.slots.begin() + static_cast<std::ptrdiff_t>(i) + count);
       }
-      sliced.slots.push_back(rep.slots[i]);
-      ++i;
+      i += static_cast<size_t>(count);
+      ++g;
     }
   }
   if (!changed) return std::nullopt;
