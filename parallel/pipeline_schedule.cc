@@ -69,18 +69,27 @@ absl::Status CheckShape(PipelineScheduleKind kind, const PipelineShape& shape) {
   return absl::OkStatus();
 }
 
+// The first group of the interleaved order: p micro-batches and the remainder of m / p.
+int FirstGroup(int m, int p) { return m < 2 * p ? m : p + m % p; }
+
 // A rank's forward (or, from `order`, backward) sequence over (micro-batch, chunk): with several
-// chunks, in groups of p micro-batches, chunk by chunk (chunks descending for backwards).
+// chunks, in groups of p micro-batches, chunk by chunk (chunks descending for backwards). When p
+// does not divide m, the first group takes the remainder as well (FirstGroup): a micro-batch's
+// next chunk on a rank must come at least p operations after its previous one (it passes the
+// other p - 1 ranks in between), which a group of p or more keeps and a shorter one would not,
+// and the warm-up, which covers the first group's chunks, then holds the larger group too.
 std::vector<PipeOp> Sequence(PipeOp::Kind kind, const std::vector<int>& order, int p, int v) {
   std::vector<PipeOp> out;
   const int m = static_cast<int>(order.size());
-  for (int g = 0; g * p < m; ++g) {
+  for (int begin = 0; begin < m;) {
+    const int end = begin == 0 ? FirstGroup(m, p) : begin + p;
     for (int c = 0; c < v; ++c) {
       const int chunk = kind == PipeOp::Kind::kF ? c : v - 1 - c;
-      for (int i = g * p; i < std::min(m, (g + 1) * p); ++i) {
+      for (int i = begin; i < end; ++i) {
         out.push_back(PipeOp{kind, order[static_cast<size_t>(i)], chunk});
       }
     }
+    begin = end;
   }
   return out;
 }
@@ -91,12 +100,15 @@ absl::StatusOr<std::vector<std::vector<PipeOp>>> MakePipelineSchedule(PipelineSc
                                                                       const PipelineShape& shape) {
   if (absl::Status s = CheckShape(kind, shape); !s.ok()) return s;
   const int p = shape.ranks, v = shape.chunks;
-  // Interleaving goes by whole groups of p micro-batches: a last group of fewer is padded with
-  // placeholders, whose operations are dropped at the end (dropping a micro-batch from every rank
-  // keeps the others' order, so the schedule stays deadlock-free). Without the padding the short
-  // group's forwards come too early for the warm-up counts and leave more bubble than 1F1B.
+  // Interleaving goes by groups of at least p micro-batches (Sequence); the warm-up of
+  // Megatron-LM, 2 (p - 1 - k) + (v - 1) p, counts the first group's size instead of p. Fewer
+  // than p in all are
+  // padded to p with placeholders, whose operations are dropped at the end (dropping a
+  // micro-batch from every rank keeps the others' order, so the schedule stays deadlock-free).
+  // Without the padding the short group's forwards come too early for the warm-up counts and
+  // leave more bubble than 1F1B.
   const int real = shape.micro_batches;
-  const int m = kind == PipelineScheduleKind::kInterleaved ? (real + p - 1) / p * p : real;
+  const int m = kind == PipelineScheduleKind::kInterleaved && real > 0 ? std::max(real, p) : real;
   std::vector<int> forward_order(static_cast<size_t>(m));
   for (int i = 0; i < m; ++i) forward_order[static_cast<size_t>(i)] = i;
   std::vector<int> backward_order = forward_order;
@@ -113,7 +125,7 @@ absl::StatusOr<std::vector<std::vector<PipeOp>>> MakePipelineSchedule(PipelineSc
     if (kind == PipelineScheduleKind::k1f1b || kind == PipelineScheduleKind::kZbh1) {
       warmup = std::min(p - 1 - k + shape.extra_warmup, total);
     } else if (kind == PipelineScheduleKind::kInterleaved) {
-      warmup = std::min(2 * (p - 1 - k) + (v - 1) * p, total);
+      warmup = std::min(2 * (p - 1 - k) + (v - 1) * FirstGroup(m, p), total);
     }
     const int w_delay = kind == PipelineScheduleKind::kZbh1 ? k : -1;
     std::vector<PipeOp>& ops = ranks[static_cast<size_t>(k)];

@@ -4,18 +4,20 @@
 // interleaved schedule places them).
 //
 // Every schedule here is one rule applied to two sequences. A rank's forwards run in its forward
-// order: micro-batches 0..m-1 and, with v > 1, in groups of p micro-batches, chunk by chunk
-// (Megatron-LM's order). Its backwards run in the same order with the chunks reversed and with
-// each group of dependent chunks (ChunkFlow: the chunks of one long sequence, consecutive
-// micro-batches whose backwards must run last chunk first) reversed. The rank first runs
+// order: micro-batches 0..m-1 and, with v > 1, in groups of p micro-batches (the first also
+// taking the remainder of m / p), chunk by chunk (Megatron-LM's order). Its backwards run in the
+// same order with the chunks reversed and with each group of dependent chunks (ChunkFlow: the
+// chunks of one long sequence, consecutive micro-batches whose backwards must run last chunk
+// first) reversed. The rank first runs
 // `warmup` forwards, then alternates one forward and one backward, then runs the remaining
 // backwards; a backward whose own forward has not run yet on this rank (a reversed chunk group)
 // first runs the forwards up to it. The schedules differ in the warm-up and in the W:
 //   gpipe        every forward first; W inside B
 //   1f1b         warm-up p - 1 - k on rank k; W inside B
-//   interleaved  warm-up 2 (p - 1 - k) + (v - 1) p (Megatron-LM); W inside B. Megatron-LM needs m
-//                to be a multiple of p; here a last, shorter group is padded with placeholders
-//                that are then dropped
+//   interleaved  warm-up 2 (p - 1 - k) + (v - 1) g (Megatron-LM); W inside B. Megatron-LM needs m
+//                to be a multiple of p and g = p; here the first group takes the remainder too
+//                (g = p + m mod p), which keeps (p - 1) / (v m) for any m >= p, and fewer than p
+//                micro-batches are padded to p with placeholders that are then dropped
 //   zb-h1        as 1f1b, with B split into B (input gradient) and W (weight gradient): rank k
 //                runs the W of a micro-batch k backwards after its B, and the rest at the end, so
 //                that later ranks, whose backwards others wait for, defer their W into the time
