@@ -1,7 +1,6 @@
 #include "parallel/token_slicing.h"
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 
 namespace loom {

@@ -1,7 +1,7 @@
 // Slicing a long sequence by cost for a pipeline (parallel/token_slicing.h): SliceByCost gives
 // the fewest slices under a cost bound (checked against an exhaustive search), and
-// SliceForPipeline's choice is the best of every bound the sweep could have tried (checked
-// against all slicings of small ranges).
+// SliceForPipeline's choice is within the sweep's step (1.25x) of the best of all slicings of
+// small ranges, exactly the best for one stage, and never worse than cutting by capacity alone.
 #include "parallel/token_slicing.h"
 
 #include <gtest/gtest.h>
